@@ -1,0 +1,51 @@
+"""asgistream: dual-mode ASGI endpoints.
+
+One async generator answers either as one JSON body (batch) or as a Server-Sent Events
+stream, chosen per request by content negotiation.
+"""
+
+from .app import App
+from .batch import (
+    BatchResponse,
+    Reducer,
+    ReducerFactory,
+    collect,
+    collect_items,
+    collect_last,
+    collect_text,
+)
+from .endpoint import DualEndpoint, Endpoint
+from .errors import HTTPError
+from .negotiation import Mode, NegotiationError, NegotiationMiddleware, get_mode, negotiate
+from .request import Headers, QueryParams, Request
+from .responses import JSONResponse, Response
+from .sse import Event
+from .streaming import StreamingResponse
+
+__all__ = [
+    "App",
+    "BatchResponse",
+    "DualEndpoint",
+    "Endpoint",
+    "Event",
+    "HTTPError",
+    "Headers",
+    "JSONResponse",
+    "Mode",
+    "NegotiationError",
+    "NegotiationMiddleware",
+    "QueryParams",
+    "Reducer",
+    "ReducerFactory",
+    "Request",
+    "Response",
+    "StreamingResponse",
+    "collect",
+    "collect_items",
+    "collect_last",
+    "collect_text",
+    "get_mode",
+    "negotiate",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,173 @@
+"""The application: routes, dual-mode endpoints, lifespan hooks and state."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from . import shutdown as _shutdown
+from .endpoint import DualEndpoint, Endpoint, Handler, ProducerFunction
+from .errors import HTTPError, send_error
+from .request import DEFAULT_MAX_BODY_SIZE
+from .routing import Router
+from .types import ASGIApp, Receive, Scope, Send
+
+__all__ = ["App"]
+
+logger = logging.getLogger("asgistream")
+
+Hook = Callable[["App"], Awaitable[None]]
+Lifespan = Callable[["App"], AbstractAsyncContextManager[None]]
+
+
+class App:
+    """A minimal ASGI application.
+
+    ``@app.stream(path)`` serves an async generator as a dual-mode endpoint;
+    ``@app.route(path)`` serves a handler that answers once; ``app.mount(prefix, asgi_app)``
+    embeds any ASGI app. ``on_startup``/``on_shutdown`` hooks and ``lifespan`` run with the
+    server's lifespan; ``state`` is shared with every request (``request.state``); ``tasks``
+    is a task group that lives as long as the app, for work that outlives one request.
+
+    With ``shutdown_signals`` (the default), SIGINT/SIGTERM first end every open stream with
+    a final ``event: error`` of type ``shutdown``, so the server can exit promptly.
+    """
+
+    def __init__(
+        self,
+        *,
+        lifespan: Lifespan | None = None,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        shutdown_signals: bool = True,
+    ) -> None:
+        self.router = Router()
+        self.max_body_size = max_body_size
+        self.shutdown_signals = shutdown_signals
+        self.state: dict[str, Any] = {}
+        self.shutdown = _shutdown.Shutdown()
+        self._lifespan = lifespan
+        self._startup: list[Hook] = []
+        self._shutdown_hooks: list[Hook] = []
+        self._tasks: TaskGroup | None = None
+
+    # -- declaring -----------------------------------------------------------------------
+
+    def route(
+        self, path: str, *, methods: Collection[str] = ("GET",)
+    ) -> Callable[[Handler], Endpoint]:
+        """Serve ``async def handler(request)`` on ``path``; it returns what to answer."""
+
+        def decorate(handler: Handler) -> Endpoint:
+            endpoint = Endpoint(handler, max_body_size=self.max_body_size)
+            self.router.add_route(path, endpoint, methods)
+            return endpoint
+
+        return decorate
+
+    def stream(
+        self, path: str, *, methods: Collection[str] = ("GET",), **options: Any
+    ) -> Callable[[ProducerFunction], DualEndpoint]:
+        """Serve an async generator of a request on ``path``, as a stream or a batch.
+
+        ``options`` are those of :class:`~asgistream.DualEndpoint`.
+        """
+
+        def decorate(producer: ProducerFunction) -> DualEndpoint:
+            options.setdefault("max_body_size", self.max_body_size)
+            endpoint = DualEndpoint(producer, **options)
+            self.router.add_route(path, endpoint, methods)
+            return endpoint
+
+        return decorate
+
+    def mount(self, prefix: str, app: ASGIApp) -> None:
+        """Let ``app`` answer every path under ``prefix``."""
+        self.router.mount(prefix, app)
+
+    def on_startup(self, hook: Hook) -> Hook:
+        """Run ``await hook(app)`` when the server starts."""
+        self._startup.append(hook)
+        return hook
+
+    def on_shutdown(self, hook: Hook) -> Hook:
+        """Run ``await hook(app)`` when the server stops."""
+        self._shutdown_hooks.append(hook)
+        return hook
+
+    @property
+    def tasks(self) -> TaskGroup:
+        """The app's task group; open while the lifespan runs."""
+        if self._tasks is None:
+            raise RuntimeError("app.tasks is only available while the app's lifespan runs")
+        return self._tasks
+
+    # -- serving -------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            scope["asgistream.app"] = self
+            scope[_shutdown.SCOPE_KEY] = self.shutdown
+            try:
+                await self.router(scope, receive, send)
+            except Exception as exc:
+                # Endpoints answer their own errors; this is a last resort for mounted apps.
+                logger.error("unhandled error", exc_info=exc)
+                await send_error(send, HTTPError(500, "Internal server error"))
+        elif kind == "lifespan":
+            await self._run_lifespan(scope, receive, send)
+        else:
+            await self.router(scope, receive, send)
+
+    async def _run_lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "lifespan.startup":
+            return
+        state = scope.get("state")
+        if isinstance(state, dict):
+            self.state = state
+        phase = "startup"
+        restore_signals = _nothing
+        try:
+            async with self._hooks(), anyio.create_task_group() as tasks:
+                self._tasks = tasks
+                if self.shutdown_signals:
+                    restore_signals = self.shutdown.install_signal_handlers()
+                await send({"type": "lifespan.startup.complete"})
+                phase = "shutdown"
+                await receive()
+                # Streams end first, then the app's tasks, then the shut-down hooks.
+                self.shutdown.trigger()
+                tasks.cancel_scope.cancel()
+        except Exception as exc:
+            logger.error("lifespan %s failed", phase, exc_info=exc)
+            await send(
+                {"type": f"lifespan.{phase}.failed", "message": f"{type(exc).__name__}: {exc}"}
+            )
+            return
+        finally:
+            self._tasks = None
+            restore_signals()
+        await send({"type": "lifespan.shutdown.complete"})
+
+    @contextlib.asynccontextmanager
+    async def _hooks(self) -> AsyncIterator[None]:
+        """The ``lifespan`` context around the start-up and shut-down hooks."""
+        async with contextlib.AsyncExitStack() as stack:
+            if self._lifespan is not None:
+                await stack.enter_async_context(self._lifespan(self))
+            for hook in self._startup:
+                await hook(self)
+            yield
+            for hook in reversed(self._shutdown_hooks):
+                await hook(self)
+
+
+def _nothing() -> None:
+    return None

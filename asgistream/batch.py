@@ -1,0 +1,273 @@
+"""The batch response: the same producer collected into one JSON body.
+
+A reducer decides the body's shape: all items as a list (the default), the last item only,
+or their text concatenated (an LLM answer). Limits on items, bytes and time end in a clear
+JSON error instead of a huge, truncated or never-ending body, and a client that gives up
+cancels the work, exactly as for a stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterable, Callable, Mapping
+from typing import Any, Protocol
+
+import anyio
+import orjson
+from anyio.lowlevel import checkpoint
+
+from .disconnect import watch_disconnect
+from .errors import HTTPError, send_error
+from .sse import Event
+from .types import Receive, Scope, Send
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_ITEMS",
+    "BatchResponse",
+    "Reducer",
+    "ReducerFactory",
+    "collect",
+    "collect_items",
+    "collect_last",
+    "collect_text",
+]
+
+DEFAULT_MAX_ITEMS = 100_000
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+
+_CHECKPOINT_EVERY = 1024  # items between checkpoints, for a producer that never waits
+
+logger = logging.getLogger("asgistream")
+
+
+class Reducer(Protocol):
+    """Builds one JSON body from the items of a producer."""
+
+    def add(self, item: Any) -> int:
+        """Take one item; return about how many bytes it adds to the body."""
+        ...
+
+    def body(self) -> bytes:
+        """The complete JSON body."""
+        ...
+
+
+ReducerFactory = Callable[[], Reducer]
+"""Makes a fresh reducer for each request."""
+
+
+class _Items:
+    __slots__ = ("_key", "_parts")
+
+    def __init__(self, key: str | None) -> None:
+        self._key = key
+        self._parts: list[bytes] = []
+
+    def add(self, item: Any) -> int:
+        part = orjson.dumps(_data(item))
+        self._parts.append(part)
+        return len(part) + 1
+
+    def body(self) -> bytes:
+        array = b"[" + b",".join(self._parts) + b"]"
+        if self._key is None:
+            return array
+        return b"{" + orjson.dumps(self._key) + b":" + array + b"}"
+
+
+class _Last:
+    __slots__ = ("_item", "_seen")
+
+    def __init__(self) -> None:
+        self._item: Any = None
+        self._seen = False
+
+    def add(self, item: Any) -> int:
+        self._item = _data(item)
+        self._seen = True
+        return 0
+
+    def body(self) -> bytes:
+        if not self._seen:
+            raise HTTPError(500, "The producer ended without an item", type="empty_result")
+        return orjson.dumps(self._item)
+
+
+class _Text:
+    __slots__ = ("_extract", "_key", "_pieces")
+
+    def __init__(self, key: str, extract: Callable[[Any], str | None] | None) -> None:
+        self._key = key
+        self._extract = extract
+        self._pieces: list[str] = []
+
+    def add(self, item: Any) -> int:
+        data = _data(item)
+        text = self._extract(data) if self._extract is not None else data
+        if text is None:
+            return 0
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        elif not isinstance(text, str):
+            raise TypeError(f"collect_text needs str items, got {type(text).__name__}")
+        self._pieces.append(text)
+        return len(text)
+
+    def body(self) -> bytes:
+        return orjson.dumps({self._key: "".join(self._pieces)})
+
+
+def collect_items(key: str | None = "items") -> ReducerFactory:
+    """All items as a JSON list, as ``{key: [...]}`` (or a bare list if ``key`` is None)."""
+    return lambda: _Items(key)
+
+
+def collect_last() -> ReducerFactory:
+    """Only the last item, as the body itself."""
+    return _Last
+
+
+def collect_text(
+    key: str = "text", extract: Callable[[Any], str | None] | None = None
+) -> ReducerFactory:
+    """The items' text concatenated, as ``{key: "..."}``.
+
+    ``extract`` picks the text out of an item (``None`` skips it); by default items must be
+    ``str`` themselves.
+    """
+    return lambda: _Text(key, extract)
+
+
+def _data(item: Any) -> Any:
+    if type(item) is Event:
+        item = item.data
+    if isinstance(item, bytes | bytearray | memoryview):
+        return bytes(item).decode("utf-8", "replace")
+    return item
+
+
+async def collect(
+    producer: AsyncIterable[Any],
+    reducer: Reducer,
+    *,
+    max_items: int | None = DEFAULT_MAX_ITEMS,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
+) -> bytes:
+    """Feed every item of ``producer`` to ``reducer`` and return the body.
+
+    Raises :class:`HTTPError` (400, type ``batch_too_large``) when a limit is passed; the
+    producer is closed either way.
+    """
+    iterator = producer.__aiter__()
+    count = 0
+    size = 0
+    try:
+        async for item in iterator:
+            count += 1
+            if max_items is not None and count > max_items:
+                raise _too_large(f"more than {max_items} items")
+            size += reducer.add(item)
+            if max_bytes is not None and size > max_bytes:
+                raise _too_large(f"more than {max_bytes} bytes")
+            if count % _CHECKPOINT_EVERY == 0:
+                # Lets the disconnect watcher run even if the producer never waits.
+                await checkpoint()
+    finally:
+        close = getattr(iterator, "aclose", None)
+        if close is not None:
+            await close()
+    body = reducer.body()
+    if max_bytes is not None and len(body) > max_bytes:
+        raise _too_large(f"more than {max_bytes} bytes")
+    return body
+
+
+def _too_large(what: str) -> HTTPError:
+    return HTTPError(
+        400,
+        f"The batch response would have {what}; request it as a stream (?format=stream)",
+        type="batch_too_large",
+    )
+
+
+class BatchResponse:
+    """Answer with the items of ``producer`` collected into one JSON body.
+
+    ``reduce`` makes the reducer that shapes the body (default: ``{"items": [...]}``).
+    ``max_items``/``max_bytes`` bound the body (``None``: no limit); ``timeout`` bounds the
+    whole collection in seconds and answers 504 when passed.
+    """
+
+    def __init__(
+        self,
+        producer: AsyncIterable[Any],
+        *,
+        reduce: ReducerFactory | None = None,
+        max_items: int | None = DEFAULT_MAX_ITEMS,
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
+        timeout: float | None = None,
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.producer = producer
+        self.reduce = reduce or collect_items()
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+        self.status = status
+        self.headers = [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body: bytes | None = None
+        error: HTTPError | None = None
+        disconnected = False
+        async with anyio.create_task_group() as group:
+
+            def on_disconnect() -> None:
+                nonlocal disconnected
+                disconnected = True
+                group.cancel_scope.cancel()
+
+            group.start_soon(watch_disconnect, receive, on_disconnect, None)
+            try:
+                with anyio.fail_after(self.timeout):
+                    body = await collect(
+                        self.producer,
+                        self.reduce(),
+                        max_items=self.max_items,
+                        max_bytes=self.max_bytes,
+                    )
+            except HTTPError as exc:
+                error = exc
+            except TimeoutError:
+                error = HTTPError(
+                    504, f"The batch was not complete within {self.timeout} s", type="timeout"
+                )
+            except Exception as exc:
+                logger.error("producer failed", exc_info=exc)
+                error = HTTPError(500, "Internal server error", type="internal_error")
+            group.cancel_scope.cancel()
+        if disconnected:
+            return
+        try:
+            if error is not None:
+                await send_error(send, error, self.headers)
+                return
+            assert body is not None
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", b"%d" % len(body)),
+                        *self.headers,
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+        except OSError:
+            return

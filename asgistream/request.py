@@ -1,0 +1,190 @@
+"""The request: headers, query, path parameters, body and JSON, read from an ASGI scope."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from .errors import HTTPError
+from .types import Receive, Scope
+
+if TYPE_CHECKING:
+    from .negotiation import Mode
+
+__all__ = ["DEFAULT_MAX_BODY_SIZE", "Headers", "QueryParams", "Request"]
+
+DEFAULT_MAX_BODY_SIZE = 1024 * 1024
+"""Bytes of request body read at most; more gives 413."""
+
+
+class Headers(Mapping[str, str]):
+    """Request headers, case-insensitive; repeated headers are joined with ``, ``."""
+
+    __slots__ = ("_raw", "_values")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+        values: dict[str, str] = {}
+        for name, value in raw:
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            values[key] = f"{values[key]}, {text}" if key in values else text
+        self._values = values
+
+    def __getitem__(self, name: str) -> str:
+        return self._values[name.lower()]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def getlist(self, name: str) -> list[str]:
+        """Every value of ``name``, one per header line, in order."""
+        key = name.lower().encode("latin-1")
+        return [v.decode("latin-1") for k, v in self._raw if k.lower() == key]
+
+    def __repr__(self) -> str:
+        return f"Headers({self._values!r})"
+
+
+class QueryParams(Mapping[str, str]):
+    """Query string parameters; ``q[name]`` is the first value, ``getlist`` gives all."""
+
+    __slots__ = ("_items", "_values")
+
+    def __init__(self, query_string: bytes | str) -> None:
+        if isinstance(query_string, bytes):
+            query_string = query_string.decode("latin-1")
+        self._items = parse_qsl(query_string, keep_blank_values=True, errors="replace")
+        values: dict[str, str] = {}
+        for key, value in self._items:
+            values.setdefault(key, value)
+        self._values = values
+
+    def __getitem__(self, name: str) -> str:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def getlist(self, name: str) -> list[str]:
+        """Every value of ``name``, in order."""
+        return [value for key, value in self._items if key == name]
+
+    def __repr__(self) -> str:
+        return f"QueryParams({self._items!r})"
+
+
+class Request:
+    """One HTTP request, read lazily from the ASGI ``scope`` and ``receive``."""
+
+    __slots__ = ("_body", "_headers", "_query", "max_body_size", "receive", "scope")
+
+    def __init__(
+        self, scope: Scope, receive: Receive, *, max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    ) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.max_body_size = max_body_size
+        self._headers: Headers | None = None
+        self._query: QueryParams | None = None
+        self._body: bytes | None = None
+
+    @property
+    def method(self) -> str:
+        return str(self.scope["method"])
+
+    @property
+    def path(self) -> str:
+        return str(self.scope["path"])
+
+    @property
+    def headers(self) -> Headers:
+        if self._headers is None:
+            self._headers = Headers(self.scope["headers"])
+        return self._headers
+
+    @property
+    def query(self) -> QueryParams:
+        if self._query is None:
+            self._query = QueryParams(self.scope.get("query_string", b""))
+        return self._query
+
+    @property
+    def path_params(self) -> dict[str, str]:
+        params: dict[str, str] = self.scope.get("path_params", {})
+        return params
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The lifespan state, as the server hands it to each request."""
+        state: dict[str, Any] = self.scope.setdefault("state", {})
+        return state
+
+    @property
+    def mode(self) -> Mode | None:
+        """The negotiated mode of a dual-mode endpoint, if any."""
+        from .negotiation import get_mode
+
+        return get_mode(self.scope)
+
+    @property
+    def last_event_id(self) -> str | None:
+        """The ``Last-Event-ID`` header a reconnecting SSE client sends, if any."""
+        for name, value in self.scope["headers"]:
+            if name.lower() == b"last-event-id":
+                return str(value.decode("latin-1"))
+        return None
+
+    async def body(self) -> bytes:
+        """The whole body; 413 if it is larger than ``max_body_size``."""
+        if self._body is not None:
+            return self._body
+        limit = self.max_body_size
+        declared = self.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _too_large(limit)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise HTTPError(
+                    400,
+                    "The client disconnected while sending the body",
+                    type="client_disconnected",
+                )
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        self._body = b"".join(chunks)
+        return self._body
+
+    async def json(self) -> Any:
+        """The body parsed as JSON; 400 if it is not valid JSON."""
+        body = await self.body()
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise HTTPError(
+                400, f"The request body is not valid JSON: {exc}", type="invalid_json"
+            ) from None
+
+
+def _too_large(limit: int) -> HTTPError:
+    return HTTPError(413, f"The request body is larger than {limit} bytes", detail={"limit": limit})

@@ -1,0 +1,113 @@
+"""Server-Sent Events encoding, exactly per the WHATWG rules.
+
+This module knows nothing of ASGI: it turns events into bytes. Every payload line becomes a
+``data:`` line of its own, so no payload can start a field or an event of its own, and the
+single-line fields (``event``, ``id``) refuse CR, LF and NUL.
+
+Notes for clients: an event whose data is the empty string is not dispatched by browsers;
+a CR or CRLF inside a text payload arrives as LF, because the SSE format has no way to tell
+the three line endings apart.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+__all__ = ["DONE", "HEARTBEAT", "Event", "encode", "encode_comment"]
+
+DONE = b"data: [DONE]\n\n"
+"""The OpenAI-style terminal sentinel."""
+
+HEARTBEAT = b":\n\n"
+"""A comment that keeps an idle connection open; clients ignore it."""
+
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+_FORBIDDEN_IN_FIELD = re.compile(r"[\r\n\x00]")
+
+
+@dataclass(slots=True)
+class Event:
+    """One server-sent event.
+
+    ``data`` may be ``str`` or ``bytes`` (sent as text) or any value orjson serializes (sent
+    as JSON). ``id`` and ``event`` must not contain CR, LF or NUL; ``retry`` is in
+    milliseconds. ``comment`` adds comment lines before the fields.
+    """
+
+    data: Any = None
+    event: str | None = None
+    id: str | int | None = None
+    retry: int | None = None
+    comment: str | None = None
+
+    def encode(self) -> bytes:
+        """The bytes of this event on the wire."""
+        return encode(
+            self.data, event=self.event, id=self.id, retry=self.retry, comment=self.comment
+        )
+
+
+def encode(
+    data: Any,
+    *,
+    event: str | None = None,
+    id: str | int | None = None,
+    retry: int | None = None,
+    comment: str | None = None,
+) -> bytes:
+    """Encode one event.
+
+    Raises ``ValueError`` for an ``event`` or ``id`` containing CR, LF or NUL and for a
+    negative ``retry``; raises ``TypeError`` for data orjson cannot serialize.
+    """
+    head = b""
+    if comment is not None:
+        head = encode_comment(comment)[:-1]
+    if event is not None:
+        head += b"event: " + _field("event", event) + b"\n"
+    if id is not None:
+        head += b"id: " + (b"%d" % id if type(id) is int else _field("id", str(id))) + b"\n"
+    if retry is not None:
+        if type(retry) is not int or retry < 0:
+            raise ValueError(f"retry must be a non-negative int of milliseconds, not {retry!r}")
+        head += b"retry: %d\n" % retry
+    return head + encode_data(data)
+
+
+def encode_data(data: Any) -> bytes:
+    """The ``data:`` lines of a payload, with the blank line that ends the event."""
+    if type(data) is str:
+        payload = data.encode("utf-8")
+    elif isinstance(data, bytes | bytearray | memoryview):
+        payload = bytes(data)
+    else:
+        # orjson's compact output never contains a line break, so it needs no splitting.
+        return b"data: " + orjson.dumps(data) + b"\n\n"
+    if b"\n" in payload or b"\r" in payload:
+        payload = b"\ndata: ".join(_LINE_BREAK.split(payload))
+    return b"data: " + payload + b"\n\n"
+
+
+def encode_id_data(id: int, data: Any) -> bytes:
+    """``id:`` then ``data:``: the common case, kept to one allocation for JSON data."""
+    if type(data) is str or isinstance(data, bytes | bytearray | memoryview):
+        return b"id: %d\n" % id + encode_data(data)
+    return b"id: %d\ndata: %b\n\n" % (id, orjson.dumps(data))
+
+
+def encode_comment(text: str) -> bytes:
+    """Comment lines (``: text``) and the blank line after them; clients ignore them."""
+    lines = _LINE_BREAK.split(text.encode("utf-8"))
+    return b"".join(b": " + line + b"\n" for line in lines) + b"\n"
+
+
+def _field(name: str, value: str) -> bytes:
+    if type(value) is not str:
+        raise TypeError(f"SSE {name} must be str, not {type(value).__name__}")
+    if _FORBIDDEN_IN_FIELD.search(value):
+        raise ValueError(f"SSE {name} must not contain CR, LF or NUL: {value!r}")
+    return value.encode("utf-8")

@@ -1,0 +1,92 @@
+"""The demo app: ``make run`` serves it on 127.0.0.1:8000.
+
+curl -H 'Accept: application/json' 'http://127.0.0.1:8000/items?n=3'
+curl -N -H 'Accept: text/event-stream' 'http://127.0.0.1:8000/items?n=3&delay=0.5'
+curl -N 'http://127.0.0.1:8000/ticker?interval=1'
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+
+from asgistream import App, Event, HTTPError, Mode, Request
+
+app = App()
+
+
+def _number(request: Request, name: str, default: float | None, *, low: float, high: float) -> Any:
+    """A numeric query parameter within [low, high], or a 400 that says what is wrong."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw) if isinstance(default, float) or default is None else int(raw)
+    except ValueError:
+        raise HTTPError(
+            400,
+            f"?{name} must be a number, not {raw!r}",
+            type="invalid_parameter",
+            detail={"param": name},
+        ) from None
+    if not low <= value <= high:
+        raise HTTPError(
+            400,
+            f"?{name} must be between {low} and {high}",
+            type="invalid_parameter",
+            detail={"param": name},
+        )
+    return value
+
+
+def _resume_from(request: Request) -> int:
+    """The position after the ``Last-Event-ID`` a reconnecting client sends (0 if none)."""
+    last = request.last_event_id
+    if last is None or last == "":
+        return 0
+    if not last.isdigit() or len(last) > 18:
+        raise HTTPError(
+            400, "Last-Event-ID must be a position this endpoint sent", type="invalid_last_event_id"
+        )
+    return int(last) + 1
+
+
+@app.route("/")
+async def index(request: Request) -> dict[str, Any]:
+    return {
+        "name": "asgistream demo",
+        "endpoints": ["/items?n=N&delay=SECONDS", "/ticker?interval=SECONDS&n=N"],
+    }
+
+
+@app.stream("/items")
+async def items(request: Request) -> AsyncIterator[Event]:
+    """``n`` items (default 10); ids are positions, so ``Last-Event-ID: k`` resumes at k+1."""
+    n = _number(request, "n", 10, low=0, high=1_000_000)
+    delay = _number(request, "delay", 0.0, low=0.0, high=60.0)
+    for i in range(_resume_from(request), n):
+        if delay:
+            await anyio.sleep(delay)
+        yield Event({"id": i, "value": f"item-{i}"}, id=i)
+
+
+@app.stream("/ticker")
+async def ticker(request: Request) -> AsyncIterator[dict[str, int]]:
+    """``{"seq": i}`` every ``interval`` seconds; endless without ``n`` (stream mode only)."""
+    interval = _number(request, "interval", 1.0, low=0.0, high=3600.0)
+    n = _number(request, "n", None, low=0, high=1_000_000)
+    if n is None and request.mode is Mode.BATCH:
+        raise HTTPError(
+            400,
+            "An endless ticker has no batch answer: give ?n=N or ask for a "
+            "stream (?format=stream or Accept: text/event-stream)",
+            type="endless_stream",
+        )
+    seq = 0
+    while n is None or seq < n:
+        if seq:
+            await anyio.sleep(interval)
+        yield {"seq": seq}
+        seq += 1
