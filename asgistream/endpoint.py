@@ -49,6 +49,16 @@ class Endpoint:
         await _as_app(result)(scope, receive, send)
 
 
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        name = name.lower()
+        if (name == b"content-length" and value.strip() not in (b"0", b"")) or (
+            name == b"transfer-encoding"
+        ):
+            return True
+    return False
+
+
 def _as_app(result: Any) -> ASGIApp:
     if result is None:
         return Response(status=204)
@@ -116,6 +126,9 @@ class DualEndpoint:
             return
         request = Request(scope, receive, max_body_size=self.max_body_size)
         try:
+            if _has_body(scope):
+                # Read it now: once the response runs, its disconnect watcher owns receive().
+                await request.body()
             producer = self.producer(request)
             if inspect.isawaitable(producer):
                 producer = await producer

@@ -363,15 +363,17 @@ def _is_token(text: str) -> bool:
 
 
 def _parse_qvalue(text: str) -> int | None:
-    """A qvalue in thousandths, or ``None`` if ``text`` is not one (RFC 9110 §12.4.2)."""
-    if not 0 < len(text) <= 5 or text[0] not in "01":
+    """A qvalue in thousandths, or ``None`` if ``text`` is not one.
+
+    Beyond the grammar of RFC 9110 §12.4.2 this takes what real clients send: a leading dot
+    (``q=.2``, in Java's default Accept) and more than three decimals (cut to three).
+    """
+    whole, _, fraction = text.partition(".")
+    if whole not in ("", "0", "1") or not (whole or fraction) or fraction.strip(_DIGITS):
         return None
-    digits = text[2:]
-    if len(text) > 1 and (text[1] != "." or digits.strip(_DIGITS)):
+    if whole == "1" and fraction.strip("0"):
         return None
-    if text[0] == "1" and digits.strip("0"):
-        return None
-    return _thousandths(text)
+    return 1000 if whole == "1" else int(fraction[:3].ljust(3, "0"))
 
 
 def _thousandths(qvalue: str) -> int:

@@ -89,6 +89,7 @@ class Router:
                 allowed.update(route.methods)
                 continue
             scope["path_params"] = match.groupdict()
+            scope["route"] = route.path
             await route.endpoint(scope, receive, send)
             return
         if allowed:

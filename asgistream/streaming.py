@@ -135,10 +135,9 @@ class _Stream:
         "gate",
         "iterator",
         "last_write",
-        "outer",
-        "producer_scope",
         "reason",
         "response",
+        "scope",
         "send",
         "sending_since",
         "size",
@@ -161,8 +160,7 @@ class _Stream:
         self.gate: anyio.Event | None = None
         self.sending_since: float | None = None
         self.last_write = 0.0
-        self.outer: anyio.CancelScope | None = None
-        self.producer_scope = anyio.CancelScope()
+        self.scope: anyio.CancelScope | None = None
 
     # -- the two tasks -------------------------------------------------------------------
 
@@ -170,23 +168,27 @@ class _Stream:
         response = self.response
         self.last_write = anyio.current_time()
         needs_tick = response.heartbeat is not None or response.send_timeout is not None
+        # One cancel scope stops everything: a disconnect, the idle timeout (its deadline) and
+        # shutdown all cancel it; the final message is sent after it, from this task alone.
         async with anyio.create_task_group() as group:
-            self.outer = group.cancel_scope
+            self.scope = group.cancel_scope
+            if self.reason is not None:
+                group.cancel_scope.cancel()
             group.start_soon(
                 watch_disconnect, receive, self.on_disconnect, self.tick if needs_tick else None
             )
-            with self.producer_scope:
-                try:
-                    await self.pump()
-                except Exception as exc:
-                    self.error = exc
-                finally:
-                    await self.close_producer()
-            if self.producer_scope.cancelled_caught and self.error is None:
-                self.error = _stopped(self.reason)
+            try:
+                await self.pump()
+            except Exception as exc:
+                self.error = exc
+            finally:
+                await self.close_producer()
             group.cancel_scope.cancel()
-        if not self.disconnected:
-            await self.finish()
+        if self.disconnected:
+            return
+        if self.reason is not None and self.error is None:
+            self.error = _stopped(self.reason)
+        await self.finish()
 
     async def close_producer(self) -> None:
         try:
@@ -207,7 +209,7 @@ class _Stream:
                 waits, item = start_step(step)
                 if waits:
                     item = await self.wait_for_item(step, item)
-                    if self.disconnected or self.producer_scope.cancel_called:
+                    if self.scope is not None and self.scope.cancel_called:
                         # The producer caught its cancellation and went on: stop it here.
                         await checkpoint()
             except StopAsyncIteration:
@@ -245,18 +247,21 @@ class _Stream:
             except BaseException:
                 # The producer is still suspended in its await: cancel it there so that it
                 # unwinds (its finally blocks run) before the error goes on.
-                self.producer_scope.cancel()
+                self.cancel()
                 with contextlib.suppress(BaseException):  # the first error is the one raised
                     await finish_step(step, pending)
                 raise
         timeout = self.response.idle_timeout
         if timeout is None:
             return await finish_step(step, pending)
-        scope = self.producer_scope
+        scope = self.scope
+        assert scope is not None
         scope.deadline = anyio.current_time() + timeout
         try:
             return await finish_step(step, pending)
         finally:
+            if scope.cancel_called and self.reason is None and not self.disconnected:
+                self.reason = "timeout"
             scope.deadline = math.inf
 
     async def tick(self) -> float:
@@ -354,15 +359,18 @@ class _Stream:
 
     # -- events from outside -------------------------------------------------------------
 
+    def cancel(self) -> None:
+        if self.scope is not None:
+            self.scope.cancel()
+
     def on_disconnect(self) -> None:
         self.disconnected = True
-        if self.outer is not None:
-            self.outer.cancel()
+        self.cancel()
 
     def shutdown(self) -> None:
         """End the producer and tell the client the server is shutting down."""
         self.reason = "shutdown"
-        self.producer_scope.cancel()
+        self.cancel()
 
 
 class _Stopped(Exception):

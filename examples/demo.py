@@ -90,3 +90,18 @@ async def ticker(request: Request) -> AsyncIterator[dict[str, int]]:
             await anyio.sleep(interval)
         yield {"seq": seq}
         seq += 1
+
+
+# -- patterns (examples/README.md lists them); each block is owned by its example ------------
+# chat: begin
+# chat: end
+# proxy: begin
+# proxy: end
+# jobs: begin
+# jobs: end
+# events: begin
+# events: end
+# merge: begin
+# merge: end
+# page: begin
+# page: end

@@ -163,3 +163,12 @@ async def started(app: App) -> None:
 @app.route("/state")
 async def state(request: Request) -> dict[str, Any]:
     return {"greeting": request.state.get("greeting")}
+
+
+@app.stream("/upload", methods=["POST"], default="stream")
+async def upload(request: Request) -> AsyncIterator[Any]:
+    """Reads its JSON body inside the generator, after the stream's watcher has started."""
+    await anyio.sleep(0.01)  # the disconnect watcher is first in line on receive() by now
+    body = await request.json()
+    for word in body["words"]:
+        yield word

@@ -332,3 +332,30 @@ def test_shutdown_ends_open_streams_promptly_and_tells_clients() -> None:
     for tail in tails:
         assert b"event: error" in tail and b'"shutdown"' in tail
         assert tail.endswith(b"0\r\n\r\n")  # the chunked body ended cleanly
+
+
+def test_stream_endpoint_reads_a_slowly_sent_body(core_server: Server) -> None:
+    async def main() -> bytes:
+        body = b'{"words": ["a", "b", "c"]}'
+        reader, writer = await asyncio.open_connection("127.0.0.1", core_server.port)
+        writer.write(
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        for i in range(0, len(body), 5):
+            writer.write(body[i : i + 5])
+            await writer.drain()
+            await asyncio.sleep(0.02)
+        data = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)
+        await sockets.close(writer)
+        return data
+
+    data = asyncio.run(main())
+    assert b"200 OK" in data
+    assert b"data: a\n\n" in data and b"data: c\n\n" in data
+
+
+def test_stream_endpoint_body_limit_is_an_http_error(client: httpx.Client) -> None:
+    r = client.post("/upload", content=b"x" * (1024 * 1024 + 10), headers=SSE)
+    assert r.status_code == 413
+    assert r.json()["error"]["type"] == "payload_too_large"
