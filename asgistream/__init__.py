@@ -14,8 +14,12 @@ from .batch import (
     collect_last,
     collect_text,
 )
+from .broker import Broker
 from .endpoint import DualEndpoint, Endpoint
 from .errors import HTTPError
+from .eventlog import EventLog, MemoryEventLog
+from .jobs import JobManager
+from .merge import merge
 from .negotiation import Mode, NegotiationError, NegotiationMiddleware, get_mode, negotiate
 from .request import Headers, QueryParams, Request
 from .responses import JSONResponse, Response
@@ -25,12 +29,16 @@ from .streaming import StreamingResponse
 __all__ = [
     "App",
     "BatchResponse",
+    "Broker",
     "DualEndpoint",
     "Endpoint",
     "Event",
+    "EventLog",
     "HTTPError",
     "Headers",
     "JSONResponse",
+    "JobManager",
+    "MemoryEventLog",
     "Mode",
     "NegotiationError",
     "NegotiationMiddleware",
@@ -45,6 +53,7 @@ __all__ = [
     "collect_last",
     "collect_text",
     "get_mode",
+    "merge",
     "negotiate",
 ]
 

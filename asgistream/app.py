@@ -9,6 +9,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
+import anyio.abc
 from anyio.abc import TaskGroup
 
 from . import shutdown as _shutdown
@@ -135,22 +136,30 @@ class App:
         phase = "startup"
         restore_signals = _nothing
         try:
-            async with self._hooks(), anyio.create_task_group() as tasks:
-                self._tasks = tasks
-                if self.shutdown_signals:
-                    restore_signals = self.shutdown.install_signal_handlers()
-                await send({"type": "lifespan.startup.complete"})
-                phase = "shutdown"
-                await receive()
-                # Streams end first, then the app's tasks, then the shut-down hooks.
-                self.shutdown.trigger()
-                tasks.cancel_scope.cancel()
-        except Exception as exc:
+            async with anyio.create_task_group() as owner:
+                # The app's tasks live in a group of their own, open before the hooks run (so
+                # they can use app.tasks) and closed before the shut-down hooks run.
+                tasks_done = anyio.Event()
+                self._tasks = await owner.start(_own_tasks, tasks_done)
+                async with self._hooks():
+                    if self.shutdown_signals:
+                        restore_signals = self.shutdown.install_signal_handlers()
+                    await send({"type": "lifespan.startup.complete"})
+                    phase = "shutdown"
+                    await receive()
+                    # Streams end first, then the app's tasks, then the shut-down hooks.
+                    self.shutdown.trigger()
+                    self.tasks.cancel_scope.cancel()
+                    await tasks_done.wait()
+                owner.cancel_scope.cancel()
+        except Exception as group:
+            exc = _single(group)
             logger.error("lifespan %s failed", phase, exc_info=exc)
             await send(
                 {"type": f"lifespan.{phase}.failed", "message": f"{type(exc).__name__}: {exc}"}
             )
-            return
+            # Servers that read the message (uvicorn) stop there; others need the exception.
+            raise exc from None
         finally:
             self._tasks = None
             restore_signals()
@@ -167,6 +176,25 @@ class App:
             yield
             for hook in reversed(self._shutdown_hooks):
                 await hook(self)
+
+
+async def _own_tasks(
+    done: anyio.Event, *, task_status: anyio.abc.TaskStatus[TaskGroup] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """Hold the app's task group open until it is cancelled, then set ``done``."""
+    try:
+        async with anyio.create_task_group() as tasks:
+            task_status.started(tasks)
+            await anyio.sleep_forever()
+    finally:
+        done.set()
+
+
+def _single(error: Exception) -> Exception:
+    """The one exception inside task-group wrappers, or ``error`` itself."""
+    while isinstance(error, ExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
 
 
 def _nothing() -> None:

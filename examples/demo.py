@@ -98,10 +98,19 @@ async def ticker(request: Request) -> AsyncIterator[dict[str, int]]:
 # proxy: begin
 # proxy: end
 # jobs: begin
+from examples import jobs as _jobs  # noqa: E402
+
+_jobs.install(app)
 # jobs: end
 # events: begin
+from examples import events as _events  # noqa: E402
+
+_events.install(app)
 # events: end
 # merge: begin
+from examples import merge as _merge  # noqa: E402
+
+_merge.install(app)
 # merge: end
 # page: begin
 # page: end

@@ -1,0 +1,227 @@
+"""Fan-out: one publisher, many subscribers, each behind a bounded queue.
+
+:meth:`Broker.publish` never waits: it puts the item in every subscriber's queue and
+returns. A subscriber that reads slower than items are published fills its queue, and then
+its :class:`Overflow` policy decides, so a slow client neither grows memory nor slows
+anyone else:
+
+- ``drop_oldest``: the oldest queued item makes room; before the next item the subscriber
+  gets an ``Event`` named ``dropped`` with data ``{"dropped": n}``, the count it lost.
+- ``disconnect``: the subscription ends; its next read raises :class:`SlowSubscriber`
+  (a 503 :class:`~asgistream.HTTPError`), which a stream sends as its final ``error`` event.
+
+Items are whatever the stream yields: values, text or :class:`~asgistream.Event` objects
+(an ``Event`` with a name gives typed events).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any
+
+import anyio
+
+from .errors import HTTPError
+from .sse import Event
+
+__all__ = [
+    "DEFAULT_MAX_SUBSCRIBERS",
+    "DEFAULT_QUEUE_SIZE",
+    "Broker",
+    "Overflow",
+    "SlowSubscriber",
+    "Subscription",
+    "TooManySubscribers",
+]
+
+DEFAULT_QUEUE_SIZE = 100
+"""Items queued per subscriber at most."""
+
+DEFAULT_MAX_SUBSCRIBERS = 10_000
+"""Subscribers a broker has at most."""
+
+
+class Overflow(enum.StrEnum):
+    """What happens when a subscriber's queue is full and one more item is published."""
+
+    DROP_OLDEST = "drop_oldest"
+    DISCONNECT = "disconnect"
+
+
+class SlowSubscriber(HTTPError):
+    """The subscriber fell a whole queue behind and was disconnected."""
+
+    def __init__(self, queue_size: int) -> None:
+        super().__init__(
+            503,
+            f"The subscriber fell more than {queue_size} events behind and was disconnected",
+            type="slow_subscriber",
+            detail={"queue_size": queue_size},
+        )
+
+
+class TooManySubscribers(HTTPError):
+    """The broker has as many subscribers as it may."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            503, f"The broker has {limit} subscribers already", type="too_many_subscribers"
+        )
+
+
+class Subscription:
+    """One subscriber's queue; iterate it for the items published since it subscribed.
+
+    Use it as an async context manager (``async with broker.subscribe() as items``) so
+    that it unsubscribes however the reader ends.
+    """
+
+    __slots__ = (
+        "_broker",
+        "_closed",
+        "_dropped",
+        "_failed",
+        "_queue",
+        "_wakeup",
+        "overflow",
+        "queue_size",
+        "total_dropped",
+    )
+
+    def __init__(self, broker: Broker, queue_size: int, overflow: Overflow) -> None:
+        self._broker = broker
+        self.queue_size = queue_size
+        self.overflow = overflow
+        self._queue: deque[Any] = deque()
+        self._dropped = 0
+        self.total_dropped = 0
+        """Items this subscriber lost to ``drop_oldest`` so far."""
+        self._failed = False
+        self._closed = False
+        self._wakeup: anyio.Event | None = None
+
+    def __len__(self) -> int:
+        """Items queued now."""
+        return len(self._queue)
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self
+
+    async def __anext__(self) -> Any:
+        while True:
+            if self._dropped:
+                dropped, self._dropped = self._dropped, 0
+                return Event({"dropped": dropped}, event="dropped")
+            if self._queue:
+                return self._queue.popleft()
+            if self._failed:
+                raise SlowSubscriber(self.queue_size)
+            if self._closed:
+                raise StopAsyncIteration
+            self._wakeup = wakeup = anyio.Event()
+            try:
+                await wakeup.wait()
+            finally:
+                self._wakeup = None
+
+    def close(self) -> None:
+        """Unsubscribe: no more items are queued; those queued can still be read."""
+        self._closed = True
+        self._broker._remove(self)
+        self._wake()
+
+    def _offer(self, item: Any) -> None:
+        """Queue ``item``, applying the overflow policy; never waits."""
+        queue = self._queue
+        if len(queue) >= self.queue_size:
+            if self.overflow is Overflow.DISCONNECT:
+                # Free the memory now: the reader learns why when it next reads.
+                queue.clear()
+                self._failed = True
+                self._broker._remove(self)
+                self._wake()
+                return
+            queue.popleft()
+            self._dropped += 1
+            self.total_dropped += 1
+        queue.append(item)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+
+class Broker:
+    """Fans each published item out to every current subscriber.
+
+    ``queue_size`` and ``overflow`` are the defaults for :meth:`subscribe`;
+    ``max_subscribers`` bounds the subscribers (one more raises :class:`TooManySubscribers`,
+    a 503).
+    """
+
+    def __init__(
+        self,
+        *,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        overflow: Overflow | str = Overflow.DROP_OLDEST,
+        max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS,
+    ) -> None:
+        if queue_size < 1 or max_subscribers < 1:
+            raise ValueError("queue_size and max_subscribers must be >= 1")
+        self.queue_size = queue_size
+        self.overflow = Overflow(overflow)
+        self.max_subscribers = max_subscribers
+        self._subscribers: dict[Subscription, None] = {}
+        self._closed = False
+
+    def __len__(self) -> int:
+        """Current subscribers."""
+        return len(self._subscribers)
+
+    def subscribe(
+        self, *, queue_size: int | None = None, overflow: Overflow | str | None = None
+    ) -> Subscription:
+        """A new subscription that receives every item published from now on."""
+        if len(self._subscribers) >= self.max_subscribers:
+            raise TooManySubscribers(self.max_subscribers)
+        size = self.queue_size if queue_size is None else queue_size
+        if size < 1:
+            raise ValueError("queue_size must be >= 1")
+        policy = self.overflow if overflow is None else Overflow(overflow)
+        subscription = Subscription(self, size, policy)
+        if self._closed:
+            subscription._closed = True
+        else:
+            self._subscribers[subscription] = None
+        return subscription
+
+    def publish(self, item: Any) -> int:
+        """Queue ``item`` for every subscriber, without waiting; return how many there were."""
+        subscribers = list(self._subscribers)
+        for subscription in subscribers:
+            subscription._offer(item)
+        return len(subscribers)
+
+    def close(self) -> None:
+        """End every subscription (after what it has queued) and refuse new ones."""
+        self._closed = True
+        for subscription in list(self._subscribers):
+            subscription.close()
+
+    def _remove(self, subscription: Subscription) -> None:
+        self._subscribers.pop(subscription, None)

@@ -1,0 +1,147 @@
+"""The app in process: lifespan hooks and state, routing, request parsing, mounting."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from asgistream import App, HTTPError, JSONResponse, Request
+from asgistream.routing import compile_path
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def make_app() -> tuple[App, list[str]]:
+    events: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: App) -> AsyncIterator[None]:
+        events.append("lifespan enter")
+        app.state["db"] = "connected"
+        yield
+        events.append("lifespan exit")
+
+    app = App(lifespan=lifespan)
+
+    @app.on_startup
+    async def startup(app: App) -> None:
+        events.append("startup")
+
+    @app.on_shutdown
+    async def shutdown(app: App) -> None:
+        events.append("shutdown")
+
+    @app.route("/users/{user_id}")
+    async def user(request: Request) -> dict[str, Any]:
+        return {"id": request.path_params["user_id"], "db": request.state["db"]}
+
+    @app.route("/files/{path:path}")
+    async def files(request: Request) -> dict[str, Any]:
+        return {"path": request.path_params["path"]}
+
+    @app.route("/nothing", methods=["DELETE"])
+    async def nothing(request: Request) -> None:
+        return None
+
+    @app.route("/teapot")
+    async def teapot(request: Request) -> JSONResponse:
+        return JSONResponse({"short": "stout"}, status=418, headers={"x-kind": "teapot"})
+
+    @app.route("/boom")
+    async def boom(request: Request) -> None:
+        raise RuntimeError("secret")
+
+    @app.route("/denied")
+    async def denied(request: Request) -> None:
+        raise HTTPError(403, "not yours")
+
+    inner = App()
+
+    @inner.route("/")
+    async def inner_root(request: Request) -> dict[str, str]:
+        return {"root_path": request.scope["root_path"], "path": request.path}
+
+    app.mount("/inner", inner)
+    return app, events
+
+
+async def test_lifespan_hooks_state_and_routes() -> None:
+    app, events = make_app()
+    async with LifespanManager(app) as manager:
+        assert events == ["lifespan enter", "startup"]
+        assert app.tasks is not None
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            assert (await client.get("/users/42")).json() == {"id": "42", "db": "connected"}
+            assert (await client.get("/files/a/b/c.txt")).json() == {"path": "a/b/c.txt"}
+            assert (await client.delete("/nothing")).status_code == 204
+            teapot = await client.get("/teapot")
+            assert teapot.status_code == 418 and teapot.headers["x-kind"] == "teapot"
+            boom = await client.get("/boom")
+            assert boom.status_code == 500 and "secret" not in boom.text
+            assert (await client.get("/denied")).json()["error"]["type"] == "http_error"
+            assert (await client.get("/inner")).json() == {"root_path": "/inner", "path": "/"}
+            missing = await client.get("/users")
+            assert missing.status_code == 404
+            assert missing.json()["error"]["message"] == "No route matches /users"
+            wrong = await client.post("/users/1")
+            assert wrong.status_code == 405 and wrong.headers["allow"] == "GET"
+    assert events == ["lifespan enter", "startup", "shutdown", "lifespan exit"]
+    with pytest.raises(RuntimeError, match="lifespan"):
+        app.tasks  # noqa: B018
+
+
+async def test_failing_startup_is_reported_to_the_server() -> None:
+    app = App()
+
+    @app.on_startup
+    async def broken(app: App) -> None:
+        raise ConnectionError("database unreachable")
+
+    with pytest.raises(ConnectionError, match="database unreachable"):
+        async with LifespanManager(app):
+            pass
+
+
+def test_compile_path() -> None:
+    assert compile_path("/a/{x}/b").match("/a/1/b").groupdict() == {"x": "1"}  # type: ignore[union-attr]
+    assert compile_path("/a/{x}").match("/a/1/2") is None
+    assert compile_path("/a.b").match("/aXb") is None
+    with pytest.raises(ValueError):
+        compile_path("no-slash")
+
+
+async def test_app_tasks_live_from_startup_until_before_shutdown_hooks() -> None:
+    import anyio
+
+    app = App()
+    order: list[str] = []
+
+    async def background() -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            order.append("task cancelled")
+
+    @app.on_startup
+    async def start(app: App) -> None:
+        app.tasks.start_soon(background)
+
+    @app.on_shutdown
+    async def stop(app: App) -> None:
+        await anyio.sleep(0.01)  # not cancelled: the hooks run after the tasks ended
+        order.append("shutdown hook")
+
+    async with LifespanManager(app):
+        await anyio.sleep(0.01)
+    assert order == ["task cancelled", "shutdown hook"]

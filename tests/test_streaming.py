@@ -1,0 +1,238 @@
+"""StreamingResponse driven directly as an ASGI app: the exact messages it sends."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from asgistream import Event, HTTPError, StreamingResponse
+from asgistream.streaming import FLUSH_BYTES
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Client:
+    """Fake ASGI peer: records what is sent, and can disconnect or fail sends."""
+
+    def __init__(self, *, fail_send_after: int | None = None) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.disconnected = anyio.Event()
+        self.fail_send_after = fail_send_after
+
+    async def receive(self) -> dict[str, Any]:
+        await self.disconnected.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.fail_send_after is not None and len(self.messages) >= self.fail_send_after:
+            raise OSError("connection reset")
+        self.messages.append(dict(message))
+
+    @property
+    def bodies(self) -> list[bytes]:
+        return [m["body"] for m in self.messages if m["type"] == "http.response.body"]
+
+    @property
+    def status(self) -> int:
+        start = next(m for m in self.messages if m["type"] == "http.response.start")
+        status: int = start["status"]
+        return status
+
+
+async def run(response: StreamingResponse, client: Client) -> None:
+    await response({"type": "http"}, client.receive, client.send)
+
+
+async def test_items_ready_together_go_out_in_one_send() -> None:
+    async def producer() -> AsyncIterator[int]:
+        for i in range(100):
+            yield i
+
+    client = Client()
+    await run(StreamingResponse(producer()), client)
+    # All hundred items were ready at once: they and the end of the body are one message.
+    assert len(client.bodies) == 1
+    assert client.bodies[0].count(b"\n\n") == 100
+    assert client.messages[-1]["more_body"] is False
+
+
+async def test_a_lone_item_goes_out_while_the_producer_waits() -> None:
+    sent_while_waiting: list[int] = []
+    client = Client()
+
+    async def producer() -> AsyncIterator[str]:
+        for word in ("a", "b", "c"):
+            yield word
+            await anyio.sleep(0.01)
+            sent_while_waiting.append(len(client.bodies))
+
+    await run(StreamingResponse(producer()), client)
+    # Each item was on the wire while the producer waited for the next one.
+    assert sent_while_waiting == [1, 2, 3]
+    assert client.bodies[:3] == [
+        b"id: 0\ndata: a\n\n",
+        b"id: 1\ndata: b\n\n",
+        b"id: 2\ndata: c\n\n",
+    ]
+
+
+async def test_large_bursts_are_cut_at_flush_bytes() -> None:
+    async def producer() -> AsyncIterator[str]:
+        for _ in range(1000):
+            yield "x" * 1000
+
+    client = Client()
+    await run(StreamingResponse(producer(), ids=False), client)
+    sizes = [len(b) for b in client.bodies if b]
+    assert sum(sizes) == 1000 * len(b"data: " + b"x" * 1000 + b"\n\n")
+    assert max(sizes) < FLUSH_BYTES + 2000 and len(sizes) > 10
+
+
+async def test_disconnect_cancels_a_blocked_producer_and_runs_finally() -> None:
+    finished = anyio.Event()
+    client = Client()
+
+    async def producer() -> AsyncIterator[str]:
+        try:
+            yield "first"
+            await anyio.sleep_forever()
+        finally:
+            finished.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run, StreamingResponse(producer()), client)
+        await anyio.sleep(0.05)
+        client.disconnected.set()
+        with anyio.fail_after(1):
+            await finished.wait()
+    assert client.messages[-1].get("more_body") is True  # nothing sent after the disconnect
+
+
+async def test_oserror_from_send_counts_as_disconnect() -> None:
+    finished = []
+
+    async def producer() -> AsyncIterator[int]:
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+                await anyio.lowlevel.checkpoint()
+        finally:
+            finished.append(True)
+
+    client = Client(fail_send_after=3)
+    with anyio.fail_after(2):
+        await run(StreamingResponse(producer()), client)
+    assert finished == [True]
+
+
+async def test_error_before_first_event_is_http_error_with_json() -> None:
+    async def producer() -> AsyncIterator[int]:
+        raise HTTPError(404, "gone", detail={"id": 7})
+        yield 1
+
+    client = Client()
+    await run(StreamingResponse(producer(), headers={"vary": "Accept"}), client)
+    assert client.status == 404
+    headers = dict(client.messages[0]["headers"])
+    assert headers[b"content-type"] == b"application/json" and headers[b"vary"] == b"Accept"
+    assert client.bodies == [b'{"error":{"type":"not_found","message":"gone","id":7}}']
+
+
+async def test_error_after_produced_item_keeps_the_item() -> None:
+    async def producer() -> AsyncIterator[int]:
+        yield 1
+        raise ValueError("secret")
+
+    client = Client()
+    await run(StreamingResponse(producer()), client)
+    body = b"".join(client.bodies)
+    assert client.status == 200
+    assert body.startswith(b"id: 0\ndata: 1\n\n")
+    assert body.endswith(
+        b'event: error\ndata: {"error":{"type":"internal_error",'
+        b'"message":"Internal server error"}}\n\n'
+    )
+    assert b"secret" not in body
+
+
+async def test_idle_timeout_and_heartbeat() -> None:
+    async def producer() -> AsyncIterator[Event]:
+        yield Event("go", event="start")
+        await anyio.sleep(10)
+        yield Event("never")
+
+    client = Client()
+    with anyio.fail_after(3):
+        await run(StreamingResponse(producer(), heartbeat=0.05, idle_timeout=0.3), client)
+    body = b"".join(client.bodies)
+    assert body.startswith(b"event: start\nid: 0\ndata: go\n\n")
+    assert body.count(b":\n\n") >= 3
+    assert body.endswith(
+        b'"type":"timeout","message":"The producer sent no event within the idle timeout"}}\n\n'
+    )
+
+
+async def test_shutdown_ends_stream_with_shutdown_event() -> None:
+    from asgistream.shutdown import SCOPE_KEY, Shutdown
+
+    registry = Shutdown()
+    client = Client()
+
+    async def producer() -> AsyncIterator[int]:
+        yield 1
+        await anyio.sleep_forever()
+
+    async def stream() -> None:
+        await StreamingResponse(producer())(
+            {"type": "http", SCOPE_KEY: registry}, client.receive, client.send
+        )
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stream)
+        await anyio.sleep(0.05)
+        assert len(registry) == 1
+        registry.trigger()
+    assert len(registry) == 0
+    assert b'"type":"shutdown"' in client.bodies[-1]
+    assert client.messages[-1]["more_body"] is False
+
+
+async def test_producer_that_swallows_cancellation_is_still_stopped() -> None:
+    client = Client()
+    yielded_after_cancel = []
+
+    async def producer() -> AsyncIterator[int]:
+        yield 0
+        try:
+            await anyio.sleep_forever()
+        except BaseException:
+            yielded_after_cancel.append(True)
+            yield 1  # the seeds' defect: yielding after cancellation
+            yield 2
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run, StreamingResponse(producer()), client)
+        await anyio.sleep(0.05)
+        client.disconnected.set()
+    assert yielded_after_cancel == [True]
+    assert b"data: 1" not in b"".join(client.bodies)
+
+
+def test_invalid_options_fail_at_construction() -> None:
+    async def producer() -> AsyncIterator[int]:
+        yield 1
+
+    for bad in ({"heartbeat": -1}, {"idle_timeout": float("nan")}, {"retry": -5}):
+        with pytest.raises(ValueError):
+            StreamingResponse(producer(), **bad)  # type: ignore[arg-type]
