@@ -15,11 +15,14 @@ from .batch import (
     collect_text,
 )
 from .broker import Broker
+from .chat import ChatCompletions, ChatModel
 from .endpoint import DualEndpoint, Endpoint
 from .errors import HTTPError
 from .eventlog import EventLog, MemoryEventLog
 from .jobs import JobManager
+from .limiter import Limiter, by_mode
 from .merge import merge
+from .metrics import MetricsMiddleware, PrometheusSink, Sink
 from .negotiation import Mode, NegotiationError, NegotiationMiddleware, get_mode, negotiate
 from .request import Headers, QueryParams, Request
 from .responses import JSONResponse, Response
@@ -30,6 +33,8 @@ __all__ = [
     "App",
     "BatchResponse",
     "Broker",
+    "ChatCompletions",
+    "ChatModel",
     "DualEndpoint",
     "Endpoint",
     "Event",
@@ -38,16 +43,21 @@ __all__ = [
     "Headers",
     "JSONResponse",
     "JobManager",
+    "Limiter",
     "MemoryEventLog",
+    "MetricsMiddleware",
     "Mode",
     "NegotiationError",
     "NegotiationMiddleware",
+    "PrometheusSink",
     "QueryParams",
     "Reducer",
     "ReducerFactory",
     "Request",
     "Response",
+    "Sink",
     "StreamingResponse",
+    "by_mode",
     "collect",
     "collect_items",
     "collect_last",

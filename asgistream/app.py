@@ -15,7 +15,7 @@ from anyio.abc import TaskGroup
 from . import shutdown as _shutdown
 from .endpoint import DualEndpoint, Endpoint, Handler, ProducerFunction
 from .errors import HTTPError, send_error
-from .request import DEFAULT_MAX_BODY_SIZE
+from .request import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE
 from .routing import Router
 from .types import ASGIApp, Receive, Scope, Send
 
@@ -45,10 +45,12 @@ class App:
         *,
         lifespan: Lifespan | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
         shutdown_signals: bool = True,
     ) -> None:
         self.router = Router()
         self.max_body_size = max_body_size
+        self.body_timeout = body_timeout
         self.shutdown_signals = shutdown_signals
         self.state: dict[str, Any] = {}
         self.shutdown = _shutdown.Shutdown()
@@ -65,7 +67,9 @@ class App:
         """Serve ``async def handler(request)`` on ``path``; it returns what to answer."""
 
         def decorate(handler: Handler) -> Endpoint:
-            endpoint = Endpoint(handler, max_body_size=self.max_body_size)
+            endpoint = Endpoint(
+                handler, max_body_size=self.max_body_size, body_timeout=self.body_timeout
+            )
             self.router.add_route(path, endpoint, methods)
             return endpoint
 
@@ -81,6 +85,7 @@ class App:
 
         def decorate(producer: ProducerFunction) -> DualEndpoint:
             options.setdefault("max_body_size", self.max_body_size)
+            options.setdefault("body_timeout", self.body_timeout)
             endpoint = DualEndpoint(producer, **options)
             self.router.add_route(path, endpoint, methods)
             return endpoint

@@ -8,16 +8,16 @@ cancels the work, exactly as for a stream.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterable, Callable, Mapping
 from typing import Any, Protocol
 
-import anyio
 import orjson
-from anyio.lowlevel import checkpoint
 
-from .disconnect import watch_disconnect
+from .disconnect import Watch
 from .errors import HTTPError, send_error
+from .producer import aclose
 from .sse import Event
 from .types import Receive, Scope, Send
 
@@ -36,16 +36,17 @@ __all__ = [
 DEFAULT_MAX_ITEMS = 100_000
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 
-_CHECKPOINT_EVERY = 1024  # items between checkpoints, for a producer that never waits
+_BLOCK_ITEMS = 1024
+"""Items handed to the reducer together; the limits are checked per block and at the end."""
 
 logger = logging.getLogger("asgistream")
 
 
 class Reducer(Protocol):
-    """Builds one JSON body from the items of a producer."""
+    """Builds one JSON body from the items of a producer, taken a block at a time."""
 
-    def add(self, item: Any) -> int:
-        """Take one item; return about how many bytes it adds to the body."""
+    def add(self, items: list[Any]) -> int:
+        """Take the next items, in order; return about how many bytes they add to the body."""
         ...
 
     def body(self) -> bytes:
@@ -58,19 +59,21 @@ ReducerFactory = Callable[[], Reducer]
 
 
 class _Items:
-    __slots__ = ("_key", "_parts")
+    """Items serialized a block at a time: one orjson call per block, exact byte counts."""
+
+    __slots__ = ("_blocks", "_key")
 
     def __init__(self, key: str | None) -> None:
         self._key = key
-        self._parts: list[bytes] = []
+        self._blocks: list[bytes] = []
 
-    def add(self, item: Any) -> int:
-        part = orjson.dumps(_data(item))
-        self._parts.append(part)
-        return len(part) + 1
+    def add(self, items: list[Any]) -> int:
+        block = orjson.dumps(items, default=_default, option=_PASSTHROUGH)[1:-1]
+        self._blocks.append(block)
+        return len(block) + 1
 
     def body(self) -> bytes:
-        array = b"[" + b",".join(self._parts) + b"]"
+        array = b"[" + b",".join(self._blocks) + b"]"
         if self._key is None:
             return array
         return b"{" + orjson.dumps(self._key) + b":" + array + b"}"
@@ -83,8 +86,8 @@ class _Last:
         self._item: Any = None
         self._seen = False
 
-    def add(self, item: Any) -> int:
-        self._item = _data(item)
+    def add(self, items: list[Any]) -> int:
+        self._item = _data(items[-1])
         self._seen = True
         return 0
 
@@ -102,17 +105,20 @@ class _Text:
         self._extract = extract
         self._pieces: list[str] = []
 
-    def add(self, item: Any) -> int:
-        data = _data(item)
-        text = self._extract(data) if self._extract is not None else data
-        if text is None:
-            return 0
-        if isinstance(text, bytes):
-            text = text.decode("utf-8", "replace")
-        elif not isinstance(text, str):
-            raise TypeError(f"collect_text needs str items, got {type(text).__name__}")
-        self._pieces.append(text)
-        return len(text)
+    def add(self, items: list[Any]) -> int:
+        size = 0
+        for item in items:
+            data = _data(item)
+            text = self._extract(data) if self._extract is not None else data
+            if text is None:
+                continue
+            if isinstance(text, bytes):
+                text = text.decode("utf-8", "replace")
+            elif not isinstance(text, str):
+                raise TypeError(f"collect_text needs str items, got {type(text).__name__}")
+            self._pieces.append(text)
+            size += len(text)
+        return size
 
     def body(self) -> bytes:
         return orjson.dumps({self._key: "".join(self._pieces)})
@@ -147,6 +153,16 @@ def _data(item: Any) -> Any:
     return item
 
 
+_PASSTHROUGH = orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _default(value: Any) -> Any:
+    """What orjson cannot serialize by itself: an Event's data, and bytes as text."""
+    if type(value) is Event or isinstance(value, bytes | bytearray | memoryview):
+        return _data(value)
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
 async def collect(
     producer: AsyncIterable[Any],
     reducer: Reducer,
@@ -160,27 +176,46 @@ async def collect(
     producer is closed either way.
     """
     iterator = producer.__aiter__()
+    # Blocks end early enough for max_items to stop an endless producer at once.
+    block_size = _BLOCK_ITEMS if max_items is None else min(_BLOCK_ITEMS, max_items + 1)
+    block: list[Any] = []
     count = 0
     size = 0
     try:
         async for item in iterator:
-            count += 1
-            if max_items is not None and count > max_items:
-                raise _too_large(f"more than {max_items} items")
-            size += reducer.add(item)
-            if max_bytes is not None and size > max_bytes:
-                raise _too_large(f"more than {max_bytes} bytes")
-            if count % _CHECKPOINT_EVERY == 0:
-                # Lets the disconnect watcher run even if the producer never waits.
-                await checkpoint()
+            block.append(item)
+            if len(block) < block_size:
+                continue
+            count, size = _take(reducer, block, count, size, max_items, max_bytes)
+            block = []
+            # A producer that never waits still lets the disconnect watcher run.
+            await asyncio.sleep(0)
+        if block:
+            _take(reducer, block, count, size, max_items, max_bytes)
     finally:
-        close = getattr(iterator, "aclose", None)
-        if close is not None:
-            await close()
+        await aclose(iterator)
     body = reducer.body()
     if max_bytes is not None and len(body) > max_bytes:
         raise _too_large(f"more than {max_bytes} bytes")
     return body
+
+
+def _take(
+    reducer: Reducer,
+    block: list[Any],
+    count: int,
+    size: int,
+    max_items: int | None,
+    max_bytes: int | None,
+) -> tuple[int, int]:
+    """Hand ``block`` to ``reducer`` within the limits; return the new count and size."""
+    count += len(block)
+    if max_items is not None and count > max_items:
+        raise _too_large(f"more than {max_items} items")
+    size += reducer.add(block)
+    if max_bytes is not None and size > max_bytes:
+        raise _too_large(f"more than {max_bytes} bytes")
+    return count, size
 
 
 def _too_large(what: str) -> HTTPError:
@@ -221,42 +256,36 @@ class BatchResponse:
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body: bytes | None = None
+        body = b""
         error: HTTPError | None = None
-        disconnected = False
-        async with anyio.create_task_group() as group:
-
-            def on_disconnect() -> None:
-                nonlocal disconnected
-                disconnected = True
-                group.cancel_scope.cancel()
-
-            group.start_soon(watch_disconnect, receive, on_disconnect, None)
+        watch = Watch(receive)
+        async with watch:
+            if self.timeout is not None:
+                watch.deadline(asyncio.get_running_loop().time() + self.timeout)
             try:
-                with anyio.fail_after(self.timeout):
-                    body = await collect(
-                        self.producer,
-                        self.reduce(),
-                        max_items=self.max_items,
-                        max_bytes=self.max_bytes,
-                    )
+                body = await collect(
+                    self.producer,
+                    self.reduce(),
+                    max_items=self.max_items,
+                    max_bytes=self.max_bytes,
+                )
             except HTTPError as exc:
                 error = exc
-            except TimeoutError:
-                error = HTTPError(
-                    504, f"The batch was not complete within {self.timeout} s", type="timeout"
-                )
             except Exception as exc:
                 logger.error("producer failed", exc_info=exc)
                 error = HTTPError(500, "Internal server error", type="internal_error")
-            group.cancel_scope.cancel()
-        if disconnected:
+        if watch.disconnected:
             return
+        if watch.reason == "timeout":
+            error = HTTPError(
+                504, f"The batch was not complete within {self.timeout} s", type="timeout"
+            )
+        elif watch.reason is not None:
+            error = HTTPError(503, "The server is shutting down", type=watch.reason)
         try:
             if error is not None:
                 await send_error(send, error, self.headers)
                 return
-            assert body is not None
             await send(
                 {
                     "type": "http.response.start",

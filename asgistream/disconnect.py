@@ -1,44 +1,155 @@
 """Watching ``receive()`` for the client's disconnect while a response is produced.
 
-Streaming and batch responses both run this watcher beside their producer, so a client that
-leaves cancels the work at once, even while the producer is blocked in an await.
+Streaming and batch responses both run their producer inside a :class:`Watch`. When the
+client leaves (or a timeout, or the server's shutdown, calls :meth:`Watch.stop`), the body of
+the ``async with`` is cancelled wherever it waits, so the producer's ``finally`` blocks run.
+
+Why not an anyio task group: spawning one task through anyio (4.14 and later) costs about
+48 µs and 5 KB, more than a whole 100-item batch response. So the watcher is one plain asyncio
+task, started the first time the body lets the event loop run (a response that completes in
+one go never needs one, and costs one cancelled callback), and always cancelled and awaited by
+its owner when the body ends: the same structure a task group gives, at the cost of a task.
+The cancellation is counted the way :func:`asyncio.timeout` counts it, so a cancellation from
+outside always goes through.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable
-
-import anyio
+from types import TracebackType
 
 from .types import Receive
 
-__all__ = ["watch_disconnect"]
+__all__ = ["Watch"]
+
+Tick = Callable[[], Awaitable[float]]
+"""Awaited by the watcher when the delay it last returned has passed; returns the next one."""
 
 
-async def watch_disconnect(
-    receive: Receive,
-    on_disconnect: Callable[[], None],
-    tick: Callable[[], Awaitable[float]] | None = None,
-) -> None:
-    """Call ``on_disconnect`` when ``receive()`` returns ``http.disconnect``, then return.
+class Watch:
+    """Cancels the body of ``async with Watch(receive):`` when the client disconnects.
 
-    Request body messages that arrive meanwhile are read and dropped. ``tick``, if given, is
-    awaited whenever the delay it last returned (in seconds) passes without a message; it is
-    how a stream sends heartbeats from the one task that already waits.
+    Watching begins the first time the body waits for anything. ``stop(reason)`` cancels the
+    body from anywhere; ``deadline(when)`` stops it with reason ``"timeout"`` at loop time
+    ``when``. After the block, ``reason`` says why it was stopped (``"disconnect"``,
+    ``"timeout"``, ``"shutdown"``, ...) or is ``None``; the block's own cancellation is not
+    raised. ``tick``, if given, runs in the watcher between messages (stream heartbeats).
     """
-    delay = math.inf if tick is None else await tick()
-    while True:
-        if delay == math.inf:
-            message = await receive()
+
+    __slots__ = (
+        "_baseline",
+        "_receive",
+        "_starter",
+        "_task",
+        "_tick",
+        "_timer",
+        "_watcher",
+        "reason",
+    )
+
+    def __init__(self, receive: Receive, tick: Tick | None = None) -> None:
+        self._receive = receive
+        self._tick = tick
+        self._task: asyncio.Task[object] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._starter: asyncio.Handle | None = None
+        self._baseline = 0
+        self.reason: str | None = None
+
+    @property
+    def disconnected(self) -> bool:
+        return self.reason == "disconnect"
+
+    async def __aenter__(self) -> Watch:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("asgistream responses run in an asyncio task")
+        self._task = task
+        self._baseline = task.cancelling()
+        if self.reason is not None:  # stopped before it began
+            task.cancel()
+        # Runs only if the body lets the loop run before it ends.
+        self._starter = asyncio.get_running_loop().call_soon(self._start)
+        return self
+
+    def _start(self) -> None:
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    def stop(self, reason: str) -> None:
+        """Cancel the body; the first reason given is the one kept."""
+        if self.reason is None:
+            self.reason = reason
+            if self._task is not None:
+                self._task.cancel()
+
+    def deadline(self, when: float | None) -> None:
+        """Stop with reason ``"timeout"`` at loop time ``when`` (``None``: no deadline)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if when is not None and when != math.inf:
+            self._timer = asyncio.get_running_loop().call_at(when, self.stop, "timeout")
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        task = self._task
+        assert task is not None
+        self.deadline(None)
+        if self._starter is not None:
+            self._starter.cancel()
+        cancelled = exc_type is not None and issubclass(exc_type, asyncio.CancelledError)
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.cancel()
+            try:
+                # wait() raises only this task's own cancellation, never the watcher's.
+                await asyncio.wait((watcher,))
+            except asyncio.CancelledError:
+                cancelled = True
+        if self.reason is not None:
+            if not cancelled:
+                # The body ended before our cancellation reached it: take it here.
+                try:
+                    await asyncio.sleep(0)
+                except asyncio.CancelledError:
+                    cancelled = True
+            others = task.uncancel() > self._baseline
         else:
-            # Cancelling a pending receive() loses nothing: a disconnect is reported again.
-            with anyio.move_on_after(delay) as timer:
+            others = task.cancelling() > self._baseline
+        if others:  # someone else cancelled this task too: that goes on
+            if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
+                return False
+            raise asyncio.CancelledError
+        return (
+            self.reason is not None
+            and exc_type is not None
+            and issubclass(exc_type, asyncio.CancelledError)
+        )
+
+    async def _watch(self) -> None:
+        tick = self._tick
+        receive = self._receive
+        delay = math.inf if tick is None else await tick()
+        while True:
+            if delay == math.inf:
                 message = await receive()
-            if timer.cancelled_caught:
-                assert tick is not None
-                delay = await tick()
-                continue
-        if message["type"] == "http.disconnect":
-            on_disconnect()
-            return
+            else:
+                try:
+                    # Cancelling a pending receive() loses nothing: a disconnect is reported
+                    # again on the next call.
+                    async with asyncio.timeout(delay):
+                        message = await receive()
+                except TimeoutError:
+                    assert tick is not None
+                    delay = await tick()
+                    continue
+            if message["type"] == "http.disconnect":
+                self.stop("disconnect")
+                return

@@ -10,7 +10,7 @@ from typing import Any
 from .batch import DEFAULT_MAX_BYTES, DEFAULT_MAX_ITEMS, BatchResponse, ReducerFactory
 from .errors import HTTPError, send_error
 from .negotiation import Mode, NegotiationError, negotiate_scope
-from .request import DEFAULT_MAX_BODY_SIZE, Request
+from .request import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE, Request
 from .responses import JSONResponse, Response
 from .streaming import DEFAULT_HEARTBEAT, StreamingResponse, check_options
 from .types import ASGIApp, Receive, Scope, Send
@@ -31,12 +31,21 @@ _VARY = {"vary": "Accept"}
 class Endpoint:
     """An ASGI app that runs ``handler(request)`` and sends what it returns."""
 
-    def __init__(self, handler: Handler, *, max_body_size: int = DEFAULT_MAX_BODY_SIZE) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
+    ) -> None:
         self.handler = handler
         self.max_body_size = max_body_size
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive, max_body_size=self.max_body_size)
+        request = Request(
+            scope, receive, max_body_size=self.max_body_size, body_timeout=self.body_timeout
+        )
         try:
             result = await self.handler(request)
         except HTTPError as exc:
@@ -85,6 +94,7 @@ class DualEndpoint:
         modes: Collection[Mode] = (Mode.BATCH, Mode.STREAM),
         headers: Mapping[str, str] | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
         heartbeat: float | None = DEFAULT_HEARTBEAT,
         idle_timeout: float | None = None,
         send_timeout: float | None = None,
@@ -103,6 +113,7 @@ class DualEndpoint:
         self.modes = tuple(Mode(m) for m in modes)
         self.headers = {**(headers or {}), **(_VARY if len(self.modes) > 1 else {})}
         self.max_body_size = max_body_size
+        self.body_timeout = body_timeout
         self.stream_options: dict[str, Any] = dict(
             heartbeat=heartbeat,
             idle_timeout=idle_timeout,
@@ -124,7 +135,9 @@ class DualEndpoint:
         except NegotiationError as exc:
             await send_error(send, exc, [(b"vary", b"Accept")])
             return
-        request = Request(scope, receive, max_body_size=self.max_body_size)
+        request = Request(
+            scope, receive, max_body_size=self.max_body_size, body_timeout=self.body_timeout
+        )
         try:
             if _has_body(scope):
                 # Read it now: once the response runs, its disconnect watcher owns receive().

@@ -38,8 +38,19 @@ def start_step(step: Generator[Any, Any, Any]) -> tuple[bool, Any]:
 
 
 @types.coroutine
-def finish_step(step: Generator[Any, Any, Any], pending: Any) -> Generator[Any, Any, Any]:
-    """Await the rest of a step that :func:`start_step` left waiting on ``pending``."""
+def finish_step(
+    step: Generator[Any, Any, Any], pending: Any, throw: BaseException | None = None
+) -> Generator[Any, Any, Any]:
+    """Await the rest of a step that :func:`start_step` left waiting on ``pending``.
+
+    With ``throw``, that exception is raised first where the step waits, as if it had come
+    through its await.
+    """
+    if throw is not None:
+        try:
+            pending = step.throw(throw)
+        except StopIteration as stop:
+            return stop.value
     while True:
         try:
             resumed = yield pending

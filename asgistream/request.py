@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -14,10 +15,13 @@ from .types import Receive, Scope
 if TYPE_CHECKING:
     from .negotiation import Mode
 
-__all__ = ["DEFAULT_MAX_BODY_SIZE", "Headers", "QueryParams", "Request"]
+__all__ = ["DEFAULT_BODY_TIMEOUT", "DEFAULT_MAX_BODY_SIZE", "Headers", "QueryParams", "Request"]
 
 DEFAULT_MAX_BODY_SIZE = 1024 * 1024
 """Bytes of request body read at most; more gives 413."""
+
+DEFAULT_BODY_TIMEOUT = 30.0
+"""Seconds a client may take to send the whole body; longer gives 408."""
 
 
 class Headers(Mapping[str, str]):
@@ -89,14 +93,20 @@ class QueryParams(Mapping[str, str]):
 class Request:
     """One HTTP request, read lazily from the ASGI ``scope`` and ``receive``."""
 
-    __slots__ = ("_body", "_headers", "_query", "max_body_size", "receive", "scope")
+    __slots__ = ("_body", "_headers", "_query", "body_timeout", "max_body_size", "receive", "scope")
 
     def __init__(
-        self, scope: Scope, receive: Receive, *, max_body_size: int = DEFAULT_MAX_BODY_SIZE
+        self,
+        scope: Scope,
+        receive: Receive,
+        *,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
     ) -> None:
         self.scope = scope
         self.receive = receive
         self.max_body_size = max_body_size
+        self.body_timeout = body_timeout
         self._headers: Headers | None = None
         self._query: QueryParams | None = None
         self._body: bytes | None = None
@@ -144,11 +154,19 @@ class Request:
         """The ``Last-Event-ID`` header a reconnecting SSE client sends, if any."""
         for name, value in self.scope["headers"]:
             if name.lower() == b"last-event-id":
-                return str(value.decode("latin-1"))
+                # Browsers send back the id they were given, as UTF-8.
+                try:
+                    return str(value.decode("utf-8"))
+                except UnicodeDecodeError:
+                    return str(value.decode("latin-1"))
         return None
 
     async def body(self) -> bytes:
-        """The whole body; 413 if it is larger than ``max_body_size``."""
+        """The whole body.
+
+        413 if it is larger than ``max_body_size``; 408 if it takes longer than
+        ``body_timeout`` seconds to arrive (a client that stalls half-way holds nothing).
+        """
         if self._body is not None:
             return self._body
         limit = self.max_body_size
@@ -157,21 +175,29 @@ class Request:
             raise _too_large(limit)
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                raise HTTPError(
-                    400,
-                    "The client disconnected while sending the body",
-                    type="client_disconnected",
-                )
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                while True:
+                    message = await self.receive()
+                    if message["type"] == "http.disconnect":
+                        raise HTTPError(
+                            400,
+                            "The client disconnected while sending the body",
+                            type="client_disconnected",
+                        )
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        raise _too_large(limit)
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            raise HTTPError(
+                408,
+                f"The request body did not arrive within {self.body_timeout} s",
+                detail={"limit": self.body_timeout},
+            ) from None
         self._body = b"".join(chunks)
         return self._body
 

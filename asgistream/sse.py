@@ -4,9 +4,10 @@ This module knows nothing of ASGI: it turns events into bytes. Every payload lin
 ``data:`` line of its own, so no payload can start a field or an event of its own, and the
 single-line fields (``event``, ``id``) refuse CR, LF and NUL.
 
-Notes for clients: an event whose data is the empty string is not dispatched by browsers;
-a CR or CRLF inside a text payload arrives as LF, because the SSE format has no way to tell
-the three line endings apart.
+Notes for clients: a CR or CRLF inside a text payload arrives as LF, because the SSE format
+has no way to tell the three line endings apart. An event with empty data (``data: ``) is
+dispatched by browsers with ``""``; a block with no ``data:`` line at all (a heartbeat, a lone
+``retry:``) is not, though some parsers (httpx-sse 0.4) report it as an empty event.
 """
 
 from __future__ import annotations

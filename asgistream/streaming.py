@@ -15,17 +15,15 @@ How it behaves, in the order a request meets it:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
 from collections.abc import AsyncIterable, Mapping
 from typing import Any
 
-import anyio
-from anyio.lowlevel import checkpoint
-
 from . import shutdown as _shutdown
-from .disconnect import watch_disconnect
+from .disconnect import Watch
 from .errors import HTTPError, error_body, send_error
 from .producer import aclose, finish_step, start_step
 from .sse import DONE, HEARTBEAT, Event, encode, encode_data, encode_id_data
@@ -94,12 +92,12 @@ class StreamingResponse:
         self.retry = retry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        stream = _Stream(self, send)
+        stream = _Stream(self, send, receive)
         registry: _shutdown.Shutdown | None = scope.get(_shutdown.SCOPE_KEY)
         if registry is not None:
             registry.register(stream)
         try:
-            await stream.run(receive)
+            await stream.run()
         finally:
             if registry is not None:
                 registry.unregister(stream)
@@ -130,21 +128,19 @@ class _Stream:
     __slots__ = (
         "buffer",
         "count",
-        "disconnected",
         "error",
         "gate",
         "iterator",
         "last_write",
-        "reason",
         "response",
-        "scope",
         "send",
         "sending_since",
         "size",
         "started",
+        "watch",
     )
 
-    def __init__(self, response: StreamingResponse, send: Send) -> None:
+    def __init__(self, response: StreamingResponse, send: Send, receive: Receive) -> None:
         self.response = response
         self.send = send
         self.iterator = response.producer.__aiter__()
@@ -154,40 +150,31 @@ class _Stream:
         self.size = 0
         self.count = 0
         self.started = False
-        self.disconnected = False
         self.error: BaseException | None = None
-        self.reason: str | None = None
-        self.gate: anyio.Event | None = None
+        self.gate: asyncio.Event | None = None
         self.sending_since: float | None = None
         self.last_write = 0.0
-        self.scope: anyio.CancelScope | None = None
-
-    # -- the two tasks -------------------------------------------------------------------
-
-    async def run(self, receive: Receive) -> None:
-        response = self.response
-        self.last_write = anyio.current_time()
         needs_tick = response.heartbeat is not None or response.send_timeout is not None
-        # One cancel scope stops everything: a disconnect, the idle timeout (its deadline) and
-        # shutdown all cancel it; the final message is sent after it, from this task alone.
-        async with anyio.create_task_group() as group:
-            self.scope = group.cancel_scope
-            if self.reason is not None:
-                group.cancel_scope.cancel()
-            group.start_soon(
-                watch_disconnect, receive, self.on_disconnect, self.tick if needs_tick else None
-            )
+        self.watch = Watch(receive, self.tick if needs_tick else None)
+
+    # -- the producer's side -------------------------------------------------------------
+
+    async def run(self) -> None:
+        watch = self.watch
+        self.last_write = _now()
+        # A disconnect, the idle timeout and shutdown all stop the body of this block; the
+        # final message is sent after it.
+        async with watch:
             try:
                 await self.pump()
             except Exception as exc:
                 self.error = exc
             finally:
                 await self.close_producer()
-            group.cancel_scope.cancel()
-        if self.disconnected:
+        if watch.disconnected:
             return
-        if self.reason is not None and self.error is None:
-            self.error = _stopped(self.reason)
+        if watch.reason is not None and self.error is None:
+            self.error = _stopped(watch.reason)
         await self.finish()
 
     async def close_producer(self) -> None:
@@ -209,9 +196,9 @@ class _Stream:
                 waits, item = start_step(step)
                 if waits:
                     item = await self.wait_for_item(step, item)
-                    if self.scope is not None and self.scope.cancel_called:
+                    if self.watch.reason is not None:
                         # The producer caught its cancellation and went on: stop it here.
-                        await checkpoint()
+                        return
             except StopAsyncIteration:
                 return
             position = self.count
@@ -237,37 +224,34 @@ class _Stream:
                 await self.flush()
                 # A producer that never waits would otherwise starve the watcher, because
                 # uvicorn's send() does not yield while the socket drains.
-                await checkpoint()
+                await asyncio.sleep(0)
 
     async def wait_for_item(self, step: Any, pending: Any) -> Any:
         """The producer waits: send what is ready, then wait for its next item."""
         if self.buffer:
             try:
                 await self.flush()
-            except BaseException:
-                # The producer is still suspended in its await: cancel it there so that it
-                # unwinds (its finally blocks run) before the error goes on.
-                self.cancel()
-                with contextlib.suppress(BaseException):  # the first error is the one raised
-                    await finish_step(step, pending)
+            except BaseException as exc:
+                # The producer is still suspended in its await: deliver the error there, so
+                # that it unwinds (its finally blocks run) before the error goes on.
+                with contextlib.suppress(BaseException):
+                    await finish_step(step, None, throw=exc)
                 raise
         timeout = self.response.idle_timeout
         if timeout is None:
             return await finish_step(step, pending)
-        scope = self.scope
-        assert scope is not None
-        scope.deadline = anyio.current_time() + timeout
+        self.watch.deadline(_now() + timeout)
         try:
             return await finish_step(step, pending)
         finally:
-            if scope.cancel_called and self.reason is None and not self.disconnected:
-                self.reason = "timeout"
-            scope.deadline = math.inf
+            self.watch.deadline(None)
+
+    # -- the watcher's side --------------------------------------------------------------
 
     async def tick(self) -> float:
         """Run by the watcher: heartbeats and the send watchdog. Returns the next delay."""
         response = self.response
-        now = anyio.current_time()
+        now = _now()
         if self.sending_since is not None:
             # A write is blocked on a client that reads nothing: a heartbeat could not pass.
             limit = response.send_timeout
@@ -276,7 +260,7 @@ class _Stream:
             blocked = now - self.sending_since
             if blocked >= limit:
                 logger.info("client read nothing for %.1f s; closing the stream", blocked)
-                self.on_disconnect()
+                self.watch.stop("disconnect")
                 return math.inf
             return limit - blocked
         heartbeat = response.heartbeat
@@ -285,7 +269,7 @@ class _Stream:
         idle = now - self.last_write
         if idle < heartbeat:
             return heartbeat - idle
-        self.gate = gate = anyio.Event()
+        self.gate = gate = asyncio.Event()
         try:
             await self.write(HEARTBEAT)
         finally:
@@ -302,7 +286,7 @@ class _Stream:
         body = b"".join(self.buffer)
         self.buffer.clear()
         self.size = 0
-        self.sending_since = anyio.current_time()
+        self.sending_since = _now()
         try:
             await self.write(body)
         finally:
@@ -315,10 +299,10 @@ class _Stream:
             await self.send({"type": "http.response.body", "body": body, "more_body": True})
         except OSError:
             # ASGI 2.4 servers report a disconnected client this way.
-            self.on_disconnect()
-            await checkpoint()
+            self.watch.stop("disconnect")
+            await asyncio.sleep(0)  # where the cancellation it asked for arrives
             raise
-        self.last_write = anyio.current_time()
+        self.last_write = _now()
 
     async def start(self) -> None:
         self.started = True
@@ -338,39 +322,27 @@ class _Stream:
             tail.append(b"event: error\n" + encode_data(_error_data(error)))
         elif self.response.done:
             tail.append(DONE)
-        timeout = SHUTDOWN_SEND_TIMEOUT if self.reason == "shutdown" else math.inf
-        with anyio.move_on_after(timeout):
-            try:
+        try:
+            async with asyncio.timeout(
+                SHUTDOWN_SEND_TIMEOUT if self.watch.reason == "shutdown" else None
+            ):
                 if not self.started:
                     await self.start()
                 await self.send(
                     {"type": "http.response.body", "body": b"".join(tail), "more_body": False}
                 )
-            except OSError:
-                self.disconnected = True
+        except (OSError, TimeoutError):
+            return
 
     async def send_http_error(self, error: BaseException) -> None:
         if not isinstance(error, HTTPError):
             error = HTTPError(500, "Internal server error", type=_error_type(error))
-        try:
+        with contextlib.suppress(OSError):
             await send_error(self.send, error, self.response.extra_headers)
-        except OSError:
-            self.disconnected = True
-
-    # -- events from outside -------------------------------------------------------------
-
-    def cancel(self) -> None:
-        if self.scope is not None:
-            self.scope.cancel()
-
-    def on_disconnect(self) -> None:
-        self.disconnected = True
-        self.cancel()
 
     def shutdown(self) -> None:
         """End the producer and tell the client the server is shutting down."""
-        self.reason = "shutdown"
-        self.cancel()
+        self.watch.stop("shutdown")
 
 
 class _Stopped(Exception):
@@ -378,6 +350,10 @@ class _Stopped(Exception):
         super().__init__(message)
         self.type = type
         self.message = message
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
 
 
 def _stopped(reason: str | None) -> _Stopped:

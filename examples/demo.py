@@ -12,7 +12,8 @@ from typing import Any
 
 import anyio
 
-from asgistream import App, Event, HTTPError, Mode, Request
+from asgistream import App, Event, HTTPError, JSONResponse, Mode, Request, Response
+from examples.page import page_response, wants_html
 
 app = App()
 
@@ -46,7 +47,7 @@ def _resume_from(request: Request) -> int:
     last = request.last_event_id
     if last is None or last == "":
         return 0
-    if not last.isdigit() or len(last) > 18:
+    if not (last.isascii() and last.isdigit()) or len(last) > 18:
         raise HTTPError(
             400, "Last-Event-ID must be a position this endpoint sent", type="invalid_last_event_id"
         )
@@ -54,11 +55,26 @@ def _resume_from(request: Request) -> int:
 
 
 @app.route("/")
-async def index(request: Request) -> dict[str, Any]:
-    return {
-        "name": "asgistream demo",
-        "endpoints": ["/items?n=N&delay=SECONDS", "/ticker?interval=SECONDS&n=N"],
-    }
+async def index(request: Request) -> Response:
+    """The page for browsers; for everyone else, a JSON list of what the demo serves."""
+    if wants_html(request):
+        return page_response()
+    return JSONResponse(
+        {
+            "name": "asgistream demo",
+            "endpoints": [
+                "/items?n=N&delay=SECONDS",
+                "/ticker?interval=SECONDS&n=N",
+                "POST /v1/chat/completions",
+                "POST /v1/proxy/chat/completions",
+                "POST /jobs, GET /jobs/{id}",
+                "GET|POST /events/{topic}",
+                "/merge",
+                "/page",
+            ],
+        },
+        headers={"vary": "Accept"},
+    )
 
 
 @app.stream("/items")
@@ -94,8 +110,14 @@ async def ticker(request: Request) -> AsyncIterator[dict[str, int]]:
 
 # -- patterns (examples/README.md lists them); each block is owned by its example ------------
 # chat: begin
+from examples import chat as _chat  # noqa: E402
+
+_chat.install(app)  # POST /v1/chat/completions, answered by the mock model
 # chat: end
 # proxy: begin
+from examples import proxy as _proxy  # noqa: E402
+
+_proxy.install(app)  # POST /v1/proxy/chat/completions, to $ASGISTREAM_UPSTREAM (default: itself)
 # proxy: end
 # jobs: begin
 from examples import jobs as _jobs  # noqa: E402
@@ -113,4 +135,7 @@ from examples import merge as _merge  # noqa: E402
 _merge.install(app)
 # merge: end
 # page: begin
+from examples import page as _page  # noqa: E402
+
+_page.install(app)
 # page: end

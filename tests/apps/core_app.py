@@ -172,3 +172,8 @@ async def upload(request: Request) -> AsyncIterator[Any]:
     body = await request.json()
     for word in body["words"]:
         yield word
+
+
+@app.stream("/stalled", methods=["POST"], default="stream", body_timeout=0.5)
+async def stalled(request: Request) -> AsyncIterator[Any]:
+    yield await request.json()

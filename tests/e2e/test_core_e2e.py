@@ -359,3 +359,20 @@ def test_stream_endpoint_body_limit_is_an_http_error(client: httpx.Client) -> No
     r = client.post("/upload", content=b"x" * (1024 * 1024 + 10), headers=SSE)
     assert r.status_code == 413
     assert r.json()["error"]["type"] == "payload_too_large"
+
+
+def test_a_body_that_stalls_half_way_gets_408(core_server: Server) -> None:
+    async def main() -> tuple[bytes, float]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", core_server.port)
+        writer.write(b'POST /stalled HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"half')
+        await writer.drain()
+        started = time.monotonic()
+        data = await asyncio.wait_for(reader.readuntil(b"}}"), 5)
+        took = time.monotonic() - started
+        await sockets.close(writer)
+        return data, took
+
+    data, took = asyncio.run(main())
+    assert data.startswith(b"HTTP/1.1 408 ")
+    assert b'"type":"timeout"' in data
+    assert 0.4 < took < 3

@@ -1,0 +1,377 @@
+"""Concurrency limits held for a response's whole life.
+
+A :class:`Limiter` has ``capacity`` units. Each request takes ``weight`` units before its app
+runs and gives them back when the app returns: for a stream that is when the stream ends, for
+a batch when its body is sent. Weights are granted whole, in arrival order: a waiter is
+granted only when all of its weight fits, and nobody behind it jumps the queue, so a heavy
+request is never starved by a flow of light ones and two half-granted requests can never
+block each other. A request that waits longer than ``queue_timeout`` is answered ``503`` with
+a ``Retry-After`` header before its app has sent anything.
+
+Units go back on every way out: completion, an error, cancellation, a client that leaves
+(also while it waits in the queue).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
+
+import anyio
+
+from . import shutdown as _shutdown
+from .errors import HTTPError, send_error
+from .negotiation import Mode, NegotiationError, get_mode, negotiate
+from .types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from .metrics import Sink
+
+__all__ = [
+    "DEFAULT_QUEUE_TIMEOUT",
+    "DEFAULT_RETRY_AFTER",
+    "Limiter",
+    "LimiterFull",
+    "LimiterMiddleware",
+    "by_mode",
+]
+
+DEFAULT_QUEUE_TIMEOUT = 5.0
+"""Seconds a request may wait for units before it is answered 503."""
+
+DEFAULT_RETRY_AFTER = 1
+"""Seconds a rejected client is told to wait (``Retry-After``)."""
+
+Weight = int | Callable[[Scope], int]
+"""Units a request takes: a number, or a function of the request's scope."""
+
+
+class LimiterFull(Exception):
+    """No units for this request: ``reason`` is ``"timeout"`` (none became free in time),
+    ``"queue_full"`` or ``"shutdown"`` (the server is stopping)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"limiter full: {reason}")
+        self.reason = reason
+
+
+class _Waiter:
+    __slots__ = ("event", "granted", "refused", "weight")
+
+    def __init__(self, weight: int) -> None:
+        self.weight = weight
+        self.granted = False
+        self.refused = False
+        self.event = anyio.Event()
+
+
+class Limiter:
+    """``capacity`` units shared by concurrent requests, granted whole and first come first served.
+
+    ``queue_timeout``: seconds a request may wait for its units (``0``: never wait;
+    ``None``: wait as long as it takes). ``retry_after``: the ``Retry-After`` seconds of a
+    rejection. ``max_waiting``: requests that may wait at once; more are rejected at once
+    (``None``: no limit). ``name`` labels this limiter in metrics; ``sink`` records waits and
+    rejections (see :mod:`asgistream.metrics`).
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        queue_timeout: float | None = DEFAULT_QUEUE_TIMEOUT,
+        retry_after: int = DEFAULT_RETRY_AFTER,
+        max_waiting: int | None = None,
+        name: str = "default",
+        sink: Sink | None = None,
+    ) -> None:
+        if type(capacity) is not int or capacity < 1:
+            raise ValueError(f"capacity must be a positive int, not {capacity!r}")
+        if queue_timeout is not None and not queue_timeout >= 0:
+            raise ValueError(f"queue_timeout must be None or >= 0 seconds, not {queue_timeout!r}")
+        if type(retry_after) is not int or retry_after < 0:
+            raise ValueError(f"retry_after must be a non-negative int, not {retry_after!r}")
+        if max_waiting is not None and (type(max_waiting) is not int or max_waiting < 0):
+            raise ValueError(f"max_waiting must be None or a non-negative int, not {max_waiting!r}")
+        self.capacity = capacity
+        self.queue_timeout = queue_timeout
+        self.retry_after = retry_after
+        self.max_waiting = max_waiting
+        self.name = name
+        self.sink = sink
+        self._in_use = 0
+        self._waiters: deque[_Waiter] = deque()
+        self._closed = False
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def in_use(self) -> int:
+        """Units held right now."""
+        return self._in_use
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for units right now."""
+        return len(self._waiters)
+
+    def __repr__(self) -> str:
+        return (
+            f"Limiter({self.name!r}, in_use={self._in_use}/{self.capacity}, "
+            f"waiting={len(self._waiters)})"
+        )
+
+    # -- acquiring and releasing -----------------------------------------------------------
+
+    async def acquire(self, weight: int = 1) -> None:
+        """Wait until ``weight`` units are free and take them all at once.
+
+        Raises :class:`LimiterFull` when ``queue_timeout`` passes or the queue is full, and
+        ``ValueError`` for a weight that could never be granted. A weight of 0 takes nothing.
+        """
+        if self.try_acquire(weight):
+            return
+        if self._closed:
+            raise LimiterFull("shutdown")
+        if self.queue_timeout == 0:
+            raise LimiterFull("timeout")
+        if self.max_waiting is not None and len(self._waiters) >= self.max_waiting:
+            raise LimiterFull("queue_full")
+        waiter = _Waiter(weight)
+        self._waiters.append(waiter)
+        try:
+            with anyio.fail_after(self.queue_timeout):
+                await waiter.event.wait()
+            if waiter.refused:
+                raise LimiterFull("shutdown")
+        except BaseException as exc:
+            if waiter.granted:
+                # Granted in the same instant as the timeout or cancellation: give it back.
+                self.release(weight)
+            elif not waiter.refused:
+                self._waiters.remove(waiter)
+                # A heavy waiter leaving the head may let lighter ones behind it in.
+                self._grant()
+            if isinstance(exc, TimeoutError):
+                raise LimiterFull("timeout") from None
+            raise
+
+    def try_acquire(self, weight: int = 1) -> bool:
+        """Take ``weight`` units if they are free and nobody waits; never waits."""
+        if type(weight) is not int or weight < 0:
+            raise ValueError(f"weight must be a non-negative int, not {weight!r}")
+        if weight > self.capacity:
+            raise ValueError(f"weight {weight} exceeds the capacity {self.capacity}")
+        if weight == 0:
+            return True
+        if not self._waiters and self._in_use + weight <= self.capacity:
+            self._in_use += weight
+            return True
+        return False
+
+    def release(self, weight: int = 1) -> None:
+        """Give back ``weight`` units and grant waiters that now fit, in order."""
+        if weight > self._in_use:
+            raise RuntimeError(f"releasing {weight} units but only {self._in_use} are in use")
+        self._in_use -= weight
+        self._grant()
+
+    def shutdown(self) -> None:
+        """Refuse every waiting request and every request that would have to wait.
+
+        Requests that hold units keep them. Called by an app's shutdown (register the limiter
+        with ``app.shutdown.register(limiter)``; a limiter around one endpoint of an
+        :class:`~asgistream.App` registers itself), so that queued requests get a 503 at once
+        instead of holding the server up until their ``queue_timeout``.
+        """
+        self._closed = True
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            waiter.refused = True
+            waiter.event.set()
+
+    def _grant(self) -> None:
+        waiters = self._waiters
+        while waiters and self._in_use + waiters[0].weight <= self.capacity:
+            waiter = waiters.popleft()
+            self._in_use += waiter.weight
+            waiter.granted = True
+            waiter.event.set()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, weight: int = 1) -> AsyncIterator[None]:
+        """Hold ``weight`` units for the duration of the block (see :meth:`acquire`)."""
+        await self.acquire(weight)
+        try:
+            yield
+        finally:
+            self.release(weight)
+
+    # -- ASGI ----------------------------------------------------------------------------
+
+    def middleware(self, app: ASGIApp, *, weight: Weight = 1) -> LimiterMiddleware:
+        """Wrap ``app`` (a whole application or one endpoint) so each request holds units."""
+        return LimiterMiddleware(app, self, weight=weight)
+
+
+class LimiterMiddleware:
+    """Run ``app`` only while holding units of ``limiter``; answer 503 when none come.
+
+    ``weight`` is a number of units or ``weight(scope) -> int``; a weight of 0 lets the
+    request through without taking units. While a request waits, its disconnect is watched,
+    so a client that leaves gives up its place in the queue.
+    """
+
+    def __init__(self, app: ASGIApp, limiter: Limiter, *, weight: Weight = 1) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.weight = weight
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        weight = self.weight if isinstance(self.weight, int) else self.weight(scope)
+        if weight == 0:
+            await self.app(scope, receive, send)
+            return
+        limiter = self.limiter
+        if limiter.try_acquire(weight):
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                limiter.release(weight)
+            return
+        queued = await self._wait(scope, receive, weight)
+        if queued is None:
+            return  # the client left while waiting: nobody to answer
+        if isinstance(queued, LimiterFull):
+            await _reject(send, limiter, queued)
+            return
+        try:
+            await self.app(scope, queued, send)
+        finally:
+            limiter.release(weight)
+
+    async def _wait(
+        self, scope: Scope, receive: Receive, weight: int
+    ) -> Receive | LimiterFull | None:
+        """Wait for units while watching for a disconnect.
+
+        Returns the ``receive`` the app must use (it replays what the watcher read), the
+        rejection, or ``None`` if the client left.
+        """
+        limiter = self.limiter
+        registry = scope.get(_shutdown.SCOPE_KEY)
+        if registry is not None:
+            # Inside an App: its shutdown refuses the queue (a set: registering twice is one).
+            registry.register(limiter)
+        read: list[Message] = []
+        left = False
+        acquired = False
+        outcome: LimiterFull | None = None
+        started = time.perf_counter()
+        async with anyio.create_task_group() as group:
+
+            async def watch() -> None:
+                nonlocal left
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        left = True
+                        group.cancel_scope.cancel()
+                        return
+                    read.append(message)
+                    if message.get("more_body", False):
+                        # A long body stays with the server's flow control until the app
+                        # reads it: nothing unbounded is buffered here.
+                        return
+
+            group.start_soon(watch)
+            try:
+                await limiter.acquire(weight)
+                acquired = True
+            except LimiterFull as full:
+                outcome = full
+            group.cancel_scope.cancel()
+        sink = limiter.sink
+        if sink is not None:
+            endpoint, mode = _labels(scope)
+            sink.limiter_waited(limiter.name, endpoint, mode, time.perf_counter() - started)
+            if outcome is not None:
+                sink.limiter_rejected(limiter.name, endpoint, mode, outcome.reason)
+        if left:
+            if acquired:
+                limiter.release(weight)
+            return None
+        if outcome is not None:
+            return outcome
+        if not read:
+            return receive
+        return _replay(read, receive)
+
+
+def _replay(read: list[Message], receive: Receive) -> Receive:
+    pending = deque(read)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.popleft()
+        return await receive()
+
+    return replay
+
+
+async def _reject(send: Send, limiter: Limiter, full: LimiterFull) -> None:
+    seconds = limiter.retry_after
+    message = (
+        "The server is shutting down; retry later"
+        if full.reason == "shutdown"
+        else "The server is at capacity; retry later"
+    )
+    error = HTTPError(
+        503,
+        message,
+        type="overloaded",
+        detail={"reason": full.reason, "retry_after": seconds},
+        headers={"retry-after": str(seconds)},
+    )
+    with contextlib.suppress(OSError):
+        await send_error(send, error)
+
+
+def _labels(scope: Scope) -> tuple[str, str]:
+    from .metrics import endpoint_label
+
+    mode = get_mode(scope)
+    return endpoint_label(scope), "" if mode is None else mode.value
+
+
+def by_mode(*, stream: int, batch: int, default: Mode = Mode.BATCH) -> Callable[[Scope], int]:
+    """A weight function: ``stream`` units for a request that negotiates a stream, else ``batch``.
+
+    The mode already in the scope (from :class:`~asgistream.NegotiationMiddleware`) is used if
+    there is one; otherwise the request is negotiated here with ``default`` for no preference,
+    without storing the result. A request that cannot be negotiated weighs 0: its endpoint
+    answers 400 or 406 at once.
+    """
+
+    def weight(scope: Scope) -> int:
+        mode = get_mode(scope)
+        if mode is None:
+            accept = [
+                value.decode("latin-1")
+                for name, value in scope.get("headers", ())
+                if name.lower() == b"accept"
+            ]
+            try:
+                mode = negotiate(scope.get("query_string", b""), accept or None, default=default)
+            except NegotiationError:
+                return 0
+        return stream if mode is Mode.STREAM else batch
+
+    return weight

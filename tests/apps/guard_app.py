@@ -1,0 +1,71 @@
+"""The limiter and metrics as a deployer wires them: a whole-app limiter weighted by mode,
+a tighter limiter around one endpoint, Prometheus metrics at ``/metrics``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+
+from asgistream import App, DualEndpoint, HTTPError, Request
+from asgistream.limiter import Limiter, by_mode
+from asgistream.metrics import MetricsMiddleware, PrometheusSink
+
+inner = App()
+sink = PrometheusSink()
+limiter = Limiter(4, queue_timeout=0.5, retry_after=2, name="app", sink=sink)
+inner.shutdown.register(limiter)
+
+
+def _weight(scope: dict[str, Any]) -> int:
+    return 0 if scope["path"] == "/_limits" else by_mode(stream=2, batch=1)(scope)
+
+
+app = MetricsMiddleware(limiter.middleware(inner, weight=_weight), sink=sink)
+
+
+@inner.route("/_limits")
+async def limits(request: Request) -> dict[str, Any]:
+    return {
+        "app": {"in_use": limiter.in_use, "waiting": limiter.waiting},
+        "report": {"in_use": report_limiter.in_use, "waiting": report_limiter.waiting},
+    }
+
+
+@inner.stream("/items")
+async def items(request: Request) -> AsyncIterator[Any]:
+    """``n`` items, ``delay`` seconds apart; resumes after a numeric ``Last-Event-ID``."""
+    last = request.last_event_id
+    start = 0
+    if last:
+        if not (last.isascii() and last.isdigit()) or len(last) > 9:
+            raise HTTPError(400, "Last-Event-ID must be a position", type="invalid_last_event_id")
+        start = int(last) + 1
+    n = min(int(request.query.get("n", "3")) if request.query.get("n", "").isdigit() else 3, 50)
+    delay = 0.05 if request.query.get("slow") == "1" else 0.0
+    for i in range(start, n):
+        if delay:
+            await anyio.sleep(delay)
+        yield {"i": i}
+
+
+@inner.stream("/hold")
+async def hold(request: Request) -> AsyncIterator[Any]:
+    yield "held"
+    await anyio.sleep_forever()
+
+
+@inner.route("/echo", methods=["POST"])
+async def echo(request: Request) -> dict[str, Any]:
+    return {"json": await request.json()}
+
+
+async def _report(request: Request) -> AsyncIterator[Any]:
+    yield "report"
+    await anyio.sleep(float(request.query.get("hold", "0")))
+
+
+# One expensive endpoint behind its own limiter of one unit that never queues.
+report_limiter = Limiter(1, queue_timeout=0, retry_after=5, name="report", sink=sink)
+inner.router.add_route("/report", report_limiter.middleware(DualEndpoint(_report)), ("GET",))
