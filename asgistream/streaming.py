@@ -37,6 +37,9 @@ DEFAULT_HEARTBEAT = 15.0
 FLUSH_BYTES = 64 * 1024
 """Coalesced events are sent once they reach this size, even if more are ready."""
 
+_CHECKPOINT_MASK = 63
+"""A producer that never waits lets the event loop run every 64 items."""
+
 SHUTDOWN_SEND_TIMEOUT = 1.0
 """How long the final message may wait for a slow client once the server shuts down."""
 
@@ -222,9 +225,11 @@ class _Stream:
             self.size += len(chunk)
             if self.size >= FLUSH_BYTES:
                 await self.flush()
-                # A producer that never waits would otherwise starve the watcher, because
-                # uvicorn's send() does not yield while the socket drains.
-                await asyncio.sleep(0)
+            elif position & _CHECKPOINT_MASK != _CHECKPOINT_MASK:
+                continue
+            # A producer that never waits would otherwise starve the watcher (a disconnect
+            # would go unnoticed), because uvicorn's send() does not yield while it drains.
+            await asyncio.sleep(0)
 
     async def wait_for_item(self, step: Any, pending: Any) -> Any:
         """The producer waits: send what is ready, then wait for its next item."""

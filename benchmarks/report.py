@@ -1,0 +1,399 @@
+"""RESULTS.md and the chart, from a :class:`~benchmarks.runner.Results`."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .contenders import BY_NAME as CONTENDERS
+from .contenders import CONTENDERS as ORDER
+from .runner import Results
+from .scenarios import BY_NAME as SCENARIOS
+
+HIGHER, LOWER = "higher", "lower"
+FLAT_KB = 256.0
+"""RSS growth over the second half of the non-reading window that still counts as flat."""
+
+ANALYSIS = Path(__file__).with_name("ANALYSIS.md")
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    better: str
+    digits: int = 0
+
+
+def metrics(scenario: str, results: Results) -> list[Metric]:
+    """The columns of one scenario's table, its headline figure first."""
+    if scenario == "batch":
+        return [
+            Metric("requests_s", "requests/s", HIGHER),
+            Metric("p50_ms", "p50 ms", LOWER, 2),
+            Metric("p99_ms", "p99 ms", LOWER, 2),
+        ]
+    if scenario == "streams":
+        return [
+            Metric("events_s", "events/s", HIGHER),
+            Metric("streams_s", "streams/s", HIGHER),
+            Metric("p50_ms", "p50 ms (whole stream)", LOWER, 2),
+            Metric("p99_ms", "p99 ms", LOWER, 2),
+        ]
+    if scenario == "long_stream":
+        return [Metric("events_s", "events/s", HIGHER), Metric("events", "events read", HIGHER)]
+    if scenario == "first_event":
+        return [Metric("p50_ms", "p50 ms", LOWER, 3), Metric("p99_ms", "p99 ms", LOWER, 3)]
+    if scenario == "idle_memory":
+        counts = sorted(
+            {
+                int(key.rsplit("_", 1)[1])
+                for runs in results.figures.get(scenario, {}).values()
+                for run in runs
+                for key in run
+                if key.startswith("kb_per_stream_")
+            }
+        )
+        return [
+            *(
+                Metric(f"kb_per_stream_{n}", f"KB per stream at {n:,}", LOWER, 1)
+                for n in counts[::-1]
+            ),
+            Metric("base_rss_mb", "RSS before, MB", LOWER, 1),
+        ]
+    if scenario == "non_reading":
+        return [
+            Metric("late_growth_kb", "RSS growth, 2nd half, KB", LOWER),
+            Metric("growth_kb", "largest RSS growth, KB", LOWER),
+        ]
+    if scenario == "disconnect":
+        return [
+            Metric("send_only_ms", "send-only producer, ms", LOWER, 2),
+            Metric("paced_ms", "paced producer, ms", LOWER, 2),
+        ]
+    if scenario == "llm":
+        return [
+            Metric("tokens_s", "tokens/s", HIGHER),
+            Metric("p50_ms", "p50 ms (whole stream)", LOWER),
+            Metric("p99_ms", "p99 ms", LOWER),
+        ]
+    raise KeyError(scenario)
+
+
+def median(results: Results, scenario: str, contender: str, key: str) -> float | None:
+    """The median of ``key`` over the runs (``None`` if no run has a value)."""
+    values = [
+        run[key]
+        for run in results.figures.get(scenario, {}).get(contender, [])
+        if run.get(key) is not None
+    ]
+    return statistics.median(values) if values else None
+
+
+def ratio(a: float | None, b: float | None, better: str) -> float | None:
+    """How many times better ``a`` is than ``b`` (> 1: better)."""
+    if a is None or b is None or a <= 0 or b <= 0:
+        return None
+    return a / b if better == HIGHER else b / a
+
+
+def _number(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _times(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+# -- tables -------------------------------------------------------------------------------
+
+
+def scenario_table(results: Results, scenario: str) -> list[str]:
+    columns = metrics(scenario, results)
+    head = columns[0]
+    present = [c for c in ORDER if c.name in results.figures.get(scenario, {})]
+    lines = [
+        "| contender | "
+        + " | ".join(m.label for m in columns)
+        + f" | runs | vs raw ({head.label}) | asgistream's advantage |",
+        "|---" * (len(columns) + 4) + "|",
+    ]
+    raw = median(results, scenario, "raw", head.key)
+    ours = median(results, scenario, "asgistream", head.key)
+    for contender in present:
+        runs = results.figures[scenario][contender.name]
+        cells = []
+        for metric in columns:
+            cell = _number(median(results, scenario, contender.name, metric.key), metric.digits)
+            if scenario == "disconnect":
+                cell = _disconnect_cell(runs, metric.key.removesuffix("_ms"), cell)
+            cells.append(cell)
+        value = median(results, scenario, contender.name, head.key)
+        name = f"**{contender.label}**" if contender.name == "asgistream" else contender.label
+        advantage = (
+            "" if contender.name == "asgistream" else _times(ratio(ours, value, head.better))
+        )
+        lines.append(
+            f"| {name} | "
+            + " | ".join(cells)
+            + f" | {len(runs)} | {_times(ratio(value, raw, head.better))} | {advantage} |"
+        )
+    for contender, error in results.failures.get(scenario, {}).items():
+        lines.append(f"| {CONTENDERS[contender].label} | failed: {error[:120]} |")
+    return lines
+
+
+def _disconnect_cell(runs: list[dict[str, Any]], name: str, cell: str) -> str:
+    run = runs[-1]
+    trials = int(run.get(f"{name}_trials") or 0)
+    stopped = round((run.get(f"{name}_stopped") or 0) * trials)
+    capped = round((run.get(f"{name}_capped") or 0) * trials)
+    if stopped == trials:
+        return f"{cell} ({trials} trials)"
+    if capped:
+        return f"not stopped: ran to its cap ({stopped}/{trials} stopped)"
+    return f"`finally` never ran ({stopped}/{trials} stopped)"
+
+
+def micro_tables(results: Results) -> list[str]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for bench in results.micro:
+        groups.setdefault(bench["group"], []).append(bench)
+    lines: list[str] = []
+    for group, benches in groups.items():
+        benches.sort(key=lambda b: b["median"])
+        ours = next((b["median"] for b in benches if "asgistream" in b["name"]), None)
+        lines += [
+            f"**{group}**",
+            "",
+            "| benchmark | median | ÷ asgistream |",
+            "|---|---|---|",
+        ]
+        for bench in benches:
+            share = "" if ours is None else f"{bench['median'] / ours:.2f}x"
+            doc = " ".join(bench["doc"].split())
+            lines.append(f"| `{bench['name']}`: {doc} | {_duration(bench['median'])} | {share} |")
+        lines.append("")
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1e-6:
+        return f"{seconds * 1e9:.0f} ns"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.2f} µs"
+    return f"{seconds * 1e3:.2f} ms"
+
+
+# -- targets ------------------------------------------------------------------------------
+
+
+def targets(results: Results) -> list[tuple[str, str, bool | None]]:
+    """(target, measured, met) for every target of the issue."""
+    rows: list[tuple[str, str, bool | None]] = []
+
+    def versus(scenario: str, key: str, other: str, wanted: float, label: str) -> None:
+        ours = median(results, scenario, "asgistream", key)
+        theirs = median(results, scenario, other, key)
+        value = ratio(ours, theirs, HIGHER)
+        met = None if value is None else value >= wanted
+        rows.append((f"{label} >= {wanted:g}x {CONTENDERS[other].label}", _times(value), met))
+
+    versus("streams", "events_s", "raw", 1.0, "100-event streams, events/s:")
+    versus("streams", "events_s", "fastapi-orjson", 1.5, "100-event streams:")
+    versus("streams", "events_s", "fastapi", 1.5, "100-event streams:")
+    versus("streams", "events_s", "sse-starlette", 3, "100-event streams:")
+    versus("streams", "events_s", "fastapi-sse", 10, "100-event streams:")
+    versus("long_stream", "events_s", "raw", 1.0, "one long stream, events/s:")
+    versus("batch", "requests_s", "raw", 0.9, "batch, requests/s:")
+    versus("batch", "requests_s", "fastapi-orjson", 2, "batch:")
+    versus("batch", "requests_s", "fastapi", 10, "batch:")
+    for metric in metrics("idle_memory", results)[:-1]:
+        value = median(results, "idle_memory", "asgistream", metric.key)
+        rows.append(
+            (
+                f"{metric.label} <= 12 KB",
+                _number(value, 1) + " KB",
+                None if value is None else value <= 12,
+            )
+        )
+    late = median(results, "non_reading", "asgistream", "late_growth_kb")
+    rows.append(
+        (
+            f"flat RSS under a non-reading client (<= {FLAT_KB:g} KB growth in the 2nd half)",
+            _number(late) + " KB",
+            None if late is None else late <= FLAT_KB,
+        )
+    )
+    for name, label in (("send_only", "send-only"), ("paced", "paced")):
+        value = median(results, "disconnect", "asgistream", f"{name}_ms")
+        stopped = median(results, "disconnect", "asgistream", f"{name}_stopped")
+        met = None if stopped is None else stopped == 1 and value is not None and value <= 1
+        rows.append(
+            (
+                f"disconnect to `finally`, {label} producer, median <= 1 ms",
+                _number(value, 2) + " ms",
+                met,
+            )
+        )
+    return rows
+
+
+# -- the document -------------------------------------------------------------------------
+
+_NOTES = {
+    "batch": "wrk, {connections} connections, {wrk_seconds} s per run; `Accept: application/json`.",
+    "streams": "wrk, {connections} connections, {wrk_seconds} s per run; each response is a "
+    "complete 100-event stream (`Accept: text/event-stream`); events/s = streams/s x 100.",
+    "long_stream": "asyncio client (uvloop), one connection reading a {long_events:,}-event "
+    "stream as fast as it can; a producer still running after {long_cap:g} s stops, and the "
+    "rate is of what it sent by then.",
+    "first_event": "asyncio client, {first_event_requests} sequential fresh connections to a "
+    "stream whose first event is ready at once; from connect to the end of the first event.",
+    "idle_memory": "asyncio client; a fresh server; streams that send one event and then "
+    "nothing; RSS growth over the RSS before divided by the number of open streams "
+    "(KB = 1000 bytes).",
+    "non_reading": "asyncio client; a fresh server; one client opens an endless stream and reads "
+    "nothing for {non_reading_seconds:g} s while the server's RSS is sampled.",
+    "disconnect": "asyncio client; the client closes after 3 events; the producer writes "
+    "`time.monotonic()` (one clock for all processes) in its `finally`. Send-only: a producer "
+    "that never awaits anything itself; paced: one that sleeps 10 ms per item. Up to "
+    "{disconnect_trials} trials; a producer not stopped runs to its {disconnect_cap:g} s cap.",
+    "llm": "wrk, {llm_connections} connections, {llm_seconds} s per run; each stream is "
+    "{llm_tokens} tokens, one every {llm_delay:g} s (ideal stream time "
+    "{llm_ideal:g} ms), then `[DONE]`.",
+}
+
+
+def render(results: Results) -> str:
+    size = results.size
+    env = results.environment
+    format_args = {**size, "llm_ideal": size["llm_tokens"] * size["llm_delay"] * 1000}
+    out = [
+        "# Benchmarks: asgistream against FastAPI, Starlette and a raw ASGI app",
+        "",
+        "Generated by `make bench` (`.venv/bin/python -m benchmarks`); do not edit by hand "
+        "(the analysis comes from `benchmarks/ANALYSIS.md`). "
+        f"Run of {env.get('date', '?')}, {results.seconds / 60:.1f} minutes.",
+        "",
+        "Every figure is the median over the runs; **ratios are what to quote**: the machine "
+        "is small and shared, absolute numbers move from run to run.",
+        "",
+        "![chart](results.png)",
+        "",
+        "## Setup",
+        "",
+        f"- Machine: {env.get('machine', '?')}.",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()) + ".",
+        f"- Server, one per contender, pinned to core 0: `{env.get('server_command', '?')}`.",
+        f"- Load generators pinned to core {env.get('client_cpu', 1)}: wrk for request rates, "
+        f"e.g. `{env.get('wrk_command', '?')}` (the Lua script prints the summary as JSON); "
+        "a small asyncio socket client (`benchmarks/client.py`, uvloop) where wrk cannot "
+        "express the scenario. Loopback only. Open-files limit raised to "
+        f"{env.get('open_files', '?')}.",
+        f"- Runs per scenario: {size['runs']} (memory: {size['memory_runs']}), interleaved "
+        "across contenders.",
+        "- Contenders (`benchmarks/apps/`), all serving the same items from the same async "
+        "generators (`benchmarks/apps/common.py`):",
+    ]
+    for contender in ORDER:
+        module = contender.module.rsplit(".", 1)[1]
+        out.append(f"  - {contender.label}: `{module}.py`")
+    out += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    for target, measured, met in targets(results):
+        out.append(
+            f"| {target} | {measured} | {'-' if met is None else 'yes' if met else '**no**'} |"
+        )
+    out += ["", "## Scenarios", ""]
+    for name, scenario in SCENARIOS.items():
+        if name not in results.figures and name not in results.failures:
+            continue
+        out += [
+            f"### {scenario.title}",
+            "",
+            f"Measured by: {_NOTES[name].format(**format_args)}",
+            "",
+        ]
+        out += scenario_table(results, name)
+        out.append("")
+    if results.logged_errors:
+        out += [
+            "Errors the servers logged during the whole run (tracebacks count once): "
+            + ", ".join(f"{CONTENDERS[k].label} {v}" for k, v in results.logged_errors.items())
+            + ".",
+            "",
+        ]
+    if results.micro:
+        out += ["## Micro-benchmarks (pytest-benchmark, medians)", ""]
+        out += micro_tables(results)
+    if results.profiles:
+        out += ["## Profiles of asgistream (py-spy, share of samples)", ""]
+        for label, profile in results.profiles.items():
+            out += [f"**{label}**", "", "| on top of the stack (self) | share |", "|---|---|"]
+            out += [f"| `{n}` | {s:.1%} |" for n, s in profile["self"]]
+            out += ["", "| asgistream function (inclusive) | share |", "|---|---|"]
+            out += [f"| `{n}` | {s:.1%} |" for n, s in profile["inclusive"]]
+            out.append("")
+    if ANALYSIS.exists():
+        out += [ANALYSIS.read_text().strip(), ""]
+    return "\n".join(out)
+
+
+# -- the chart ----------------------------------------------------------------------------
+
+_CHART = (
+    ("batch", "requests_s", "Batch: requests/s"),
+    ("streams", "events_s", "100-event streams: events/s"),
+    ("long_stream", "events_s", "One long stream: events/s"),
+    ("llm", "tokens_s", "LLM-like streams: tokens/s"),
+    ("idle_memory", None, "RSS per idle stream, KB (lower is better)"),
+    ("first_event", "p50_ms", "Time to first event, p50 ms (lower is better)"),
+)
+
+
+def chart(results: Results, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(2, 3, figsize=(15, 7.5))
+    for ax, (scenario, key, title) in zip(axes.flat, _CHART, strict=True):
+        if key is None:
+            key = metrics(scenario, results)[0].key
+        names, values = [], []
+        for contender in ORDER:
+            value = median(results, scenario, contender.name, key)
+            if value is not None:
+                names.append(contender.name)
+                values.append(value)
+        colors = [
+            "#d62728" if n == "asgistream" else "#7f7f7f" if n == "raw" else "#1f77b4"
+            for n in names
+        ]
+        ax.barh(names[::-1], values[::-1], color=colors[::-1])
+        ax.set_title(title, fontsize=10)
+        ax.tick_params(labelsize=8)
+        for i, value in enumerate(values[::-1]):
+            ax.text(value, i, f" {value:,.3g}", va="center", fontsize=7)
+        ax.margins(x=0.2)
+    figure.suptitle(
+        "asgistream vs FastAPI, Starlette and a raw ASGI app (uvicorn, 1 worker, medians)"
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write(results: Results, folder: Path) -> Path:
+    """Write RESULTS.md, results.png and results.json into ``folder``; return RESULTS.md."""
+    folder.mkdir(parents=True, exist_ok=True)
+    results.save(folder / "results.json")
+    chart(results, folder / "results.png")
+    document = folder / "RESULTS.md"
+    document.write_text(render(results) + "\n")
+    return document

@@ -1,0 +1,165 @@
+"""Micro-benchmarks of the hot paths, against the equivalent in sse-starlette, Starlette and
+FastAPI. Run by ``make bench`` (``python -m benchmarks``) with ``--benchmark-json``; the
+smoke test runs them once each with ``--benchmark-disable``.
+
+Every async body here completes without suspending, so it is driven by hand (``_drive``)
+instead of by an event loop whose overhead would blur the differences.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+import orjson
+import pytest
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse as FastAPIJSONResponse
+from fastapi.sse import ServerSentEvent as FastAPIEvent
+from fastapi.sse import format_sse_event
+from sse_starlette import ServerSentEvent as SSEStarletteEvent
+from starlette.requests import Request as StarletteRequest
+from starlette.responses import JSONResponse as StarletteJSONResponse
+
+from asgistream import Event, Mode, collect_items, negotiate
+from asgistream.batch import collect
+from asgistream.negotiation import negotiate_scope
+from asgistream.sse import encode_id_data
+from benchmarks.apps.common import BATCH_SIZE, item
+
+ITEM = item(7)
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8"
+
+
+def _drive(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise RuntimeError("the benchmarked coroutine suspended")
+
+
+async def _items() -> AsyncIterator[Any]:
+    for i in range(BATCH_SIZE):
+        yield item(i)
+
+
+# -- SSE encoding: one event with an id and JSON data --------------------------------------
+
+sse = pytest.mark.benchmark(group="SSE encoding (id + JSON data)")
+
+
+@sse
+def test_sse_asgistream(benchmark: Any) -> None:
+    """What asgistream's stream does for a plain item (ids on)."""
+    assert benchmark(encode_id_data, 7, ITEM).startswith(b"id: 7\ndata: {")
+
+
+@sse
+def test_sse_asgistream_event(benchmark: Any) -> None:
+    """asgistream's public ``Event(...).encode()``."""
+    assert benchmark(lambda: Event(ITEM, id=7).encode()).startswith(b"id: 7\ndata: {")
+
+
+@sse
+def test_sse_starlette(benchmark: Any) -> None:
+    """sse-starlette: the data serialised by the caller, then ``ServerSentEvent.encode``."""
+    result = benchmark(lambda: SSEStarletteEvent(orjson.dumps(ITEM).decode(), id="7").encode())
+    assert result.startswith(b"id: 7")
+
+
+@sse
+def test_sse_fastapi(benchmark: Any) -> None:
+    """fastapi.sse: the model, ``jsonable_encoder`` + ``json.dumps``, ``format_sse_event``."""
+
+    def encode() -> bytes:
+        event = FastAPIEvent(data=ITEM, id="7")
+        data = json.dumps(jsonable_encoder(event.data))
+        return format_sse_event(data_str=data, id=event.id)
+
+    assert b"data: {" in benchmark(encode)
+
+
+@sse
+def test_sse_raw(benchmark: Any) -> None:
+    """The floor: one %-format around orjson."""
+    assert benchmark(lambda: b"id: %d\ndata: %b\n\n" % (7, orjson.dumps(ITEM))).startswith(b"id")
+
+
+# -- Accept parsing: deciding stream or batch for one request -------------------------------
+
+accept = pytest.mark.benchmark(group="Accept: choose stream or batch")
+
+
+def _scope(value: str) -> dict[str, Any]:
+    headers = [(b"host", b"127.0.0.1"), (b"user-agent", b"bench"), (b"accept", value.encode())]
+    return {"type": "http", "query_string": b"", "headers": headers}
+
+
+@accept
+def test_accept_asgistream_sse(benchmark: Any) -> None:
+    """RFC 9110 weighing of ``Accept: text/event-stream`` from the ASGI scope."""
+    assert benchmark(lambda: negotiate_scope(_scope("text/event-stream"))) is Mode.STREAM
+
+
+@accept
+def test_accept_asgistream_browser(benchmark: Any) -> None:
+    """RFC 9110 weighing of a browser's long ``Accept`` header."""
+    assert benchmark(negotiate, b"", BROWSER_ACCEPT) is Mode.BATCH
+
+
+@accept
+def test_accept_starlette_substring(benchmark: Any) -> None:
+    """The seeds' way on Starlette/FastAPI: a substring test on ``request.headers`` (it
+    ignores q-values, so ``text/event-stream;q=0`` still streams)."""
+
+    def wants_stream() -> bool:
+        return "text/event-stream" in StarletteRequest(_scope("text/event-stream")).headers.get(
+            "accept", ""
+        )
+
+    assert benchmark(wants_stream)
+
+
+# -- Batch collection: 100 items from an async generator into one JSON body ---------------
+
+batch = pytest.mark.benchmark(group="Batch: 100 items to a JSON body")
+
+
+@batch
+def test_batch_asgistream(benchmark: Any) -> None:
+    """asgistream's ``collect`` with the default reducer (``{"items": [...]}``)."""
+    body = benchmark(lambda: _drive(collect(_items(), collect_items()())))
+    assert len(orjson.loads(body)["items"]) == BATCH_SIZE
+
+
+async def _orjson_body() -> bytes:
+    return orjson.dumps({"items": [i async for i in _items()]})
+
+
+@batch
+def test_batch_raw_orjson(benchmark: Any) -> None:
+    """The floor, and what FastAPI with an orjson response does: a list, then orjson."""
+    assert len(orjson.loads(benchmark(lambda: _drive(_orjson_body())))["items"]) == BATCH_SIZE
+
+
+async def _starlette_body() -> bytes:
+    return StarletteJSONResponse({"items": [i async for i in _items()]}).body
+
+
+@batch
+def test_batch_starlette(benchmark: Any) -> None:
+    """Starlette's ``JSONResponse`` (stdlib ``json``)."""
+    assert len(orjson.loads(benchmark(lambda: _drive(_starlette_body())))["items"]) == BATCH_SIZE
+
+
+async def _fastapi_body() -> bytes:
+    return FastAPIJSONResponse(jsonable_encoder({"items": [i async for i in _items()]})).body
+
+
+@batch
+def test_batch_fastapi_default(benchmark: Any) -> None:
+    """FastAPI's default for a returned dict: ``jsonable_encoder``, then ``JSONResponse``."""
+    assert len(orjson.loads(benchmark(lambda: _drive(_fastapi_body())))["items"]) == BATCH_SIZE
