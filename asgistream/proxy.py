@@ -38,6 +38,7 @@ import httpx
 from .chat import error_chunk, openai_error
 from .disconnect import Watch
 from .errors import HTTPError, send_error
+from .limiter import Limiter, LimiterFull
 from .producer import aclose
 from .request import Request
 from .responses import Response
@@ -150,7 +151,7 @@ class Upstream:
         self.send_timeout = send_timeout
         self.max_body_bytes = max_body_bytes
         self._client: httpx.AsyncClient | None = None
-        self._slots: anyio.Semaphore | None = None
+        self._slots: Limiter | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -158,7 +159,12 @@ class Upstream:
         """Create the shared client and the slots; call it in the app's start-up."""
         if self._client is not None:
             raise RuntimeError("this Upstream is already open")
-        self._slots = anyio.Semaphore(self.max_streams)
+        self._slots = Limiter(
+            self.max_streams,
+            queue_timeout=self.queue_timeout,
+            retry_after=self.retry_after,
+            name="upstream",
+        )
         self._client = httpx.AsyncClient(
             timeout=self.timeout,
             # Every slot may hold a connection, so a forwarded request never waits for one.
@@ -191,7 +197,7 @@ class Upstream:
         """How many slots forwarded requests hold right now."""
         if self._slots is None:
             return 0
-        return self.max_streams - self._slots.value
+        return self._slots.in_use
 
     # -- forwarding ----------------------------------------------------------------------
 
@@ -299,7 +305,7 @@ class _Forward:
         self,
         upstream: Upstream,
         client: httpx.AsyncClient,
-        slots: anyio.Semaphore,
+        slots: Limiter,
         request: Request,
         url: str,
         headers: list[tuple[bytes, bytes]],
@@ -330,8 +336,8 @@ class _Forward:
     async def _open(self, stack: contextlib.AsyncExitStack, body: bytes) -> _Answer | HTTPError:
         upstream = self.upstream
         try:
-            await _acquire(self.slots, upstream.queue_timeout)
-        except TimeoutError:
+            await self.slots.acquire()
+        except LimiterFull:
             return openai_error(
                 503,
                 f"All {upstream.max_streams} upstream streams are busy; "
@@ -384,15 +390,6 @@ async def _unless_disconnected(
     async with watch:
         result = await work(*args)
     return None if watch.disconnected else result
-
-
-async def _acquire(slots: anyio.Semaphore, patience: float) -> None:
-    """Take a slot, waiting at most ``patience`` seconds (``TimeoutError``)."""
-    try:
-        slots.acquire_nowait()
-    except anyio.WouldBlock:
-        with anyio.fail_after(patience):
-            await slots.acquire()
 
 
 async def _relay(
