@@ -16,6 +16,7 @@ outside always goes through.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -23,6 +24,8 @@ from types import TracebackType
 from .types import Receive
 
 __all__ = ["Watch"]
+
+logger = logging.getLogger("asgistream")
 
 Tick = Callable[[], Awaitable[float]]
 """Awaited by the watcher when the delay it last returned has passed; returns the next one."""
@@ -113,6 +116,8 @@ class Watch:
                 await asyncio.wait((watcher,))
             except asyncio.CancelledError:
                 cancelled = True
+            if watcher.done() and not watcher.cancelled() and watcher.exception() is not None:
+                logger.error("disconnect watcher failed", exc_info=watcher.exception())
         if self.reason is not None:
             if not cancelled:
                 # The body ended before our cancellation reached it: take it here.

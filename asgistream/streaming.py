@@ -277,6 +277,8 @@ class _Stream:
         self.gate = gate = asyncio.Event()
         try:
             await self.write(HEARTBEAT)
+        except OSError:
+            return math.inf  # the client is gone: write() has stopped the stream
         finally:
             self.gate = None
             gate.set()

@@ -8,8 +8,9 @@ instead of by an event loop whose overhead would blur the differences.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any
 
 import orjson
@@ -22,7 +23,16 @@ from sse_starlette import ServerSentEvent as SSEStarletteEvent
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import JSONResponse as StarletteJSONResponse
 
-from asgistream import Event, Mode, collect_items, negotiate
+from asgistream import (
+    App,
+    Event,
+    MetricsMiddleware,
+    Mode,
+    PrometheusSink,
+    Request,
+    collect_items,
+    negotiate,
+)
 from asgistream.batch import collect
 from asgistream.negotiation import negotiate_scope
 from asgistream.sse import encode_id_data
@@ -163,3 +173,64 @@ async def _fastapi_body() -> bytes:
 def test_batch_fastapi_default(benchmark: Any) -> None:
     """FastAPI's default for a returned dict: ``jsonable_encoder``, then ``JSONResponse``."""
     assert len(orjson.loads(benchmark(lambda: _drive(_fastapi_body())))["items"]) == BATCH_SIZE
+
+
+# -- Metrics: what MetricsMiddleware adds to a response ------------------------------------
+
+metrics = pytest.mark.benchmark(group="Metrics: one 100-event stream, in process")
+
+
+def _stream_app() -> App:
+    app = App()
+
+    @app.stream("/s", default=Mode.STREAM)
+    async def stream(request: Request) -> AsyncIterator[Any]:
+        for i in range(BATCH_SIZE):
+            yield item(i)
+
+    return app
+
+
+STREAM_APP = _stream_app()
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def _serve(loop: asyncio.AbstractEventLoop, app: Any) -> int:
+    """One request through ``app`` on a persistent loop; returns the bytes sent."""
+    sent: list[int] = []
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/s",
+        "query_string": b"",
+        "headers": [(b"accept", b"text/event-stream")],
+        "root_path": "",
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(len(message.get("body", b"")))
+
+    loop.run_until_complete(app(scope, receive, send))
+    return sum(sent)
+
+
+@metrics
+def test_metrics_off(benchmark: Any, loop: asyncio.AbstractEventLoop) -> None:
+    """The stream alone (the loop's own cost per request included, as in the next one)."""
+    assert benchmark(_serve, loop, STREAM_APP) > 0
+
+
+@metrics
+def test_metrics_on(benchmark: Any, loop: asyncio.AbstractEventLoop) -> None:
+    """The same stream through ``MetricsMiddleware`` with a ``PrometheusSink``."""
+    app = MetricsMiddleware(STREAM_APP, sink=PrometheusSink())
+    assert benchmark(_serve, loop, app) > 0

@@ -236,3 +236,22 @@ def test_invalid_options_fail_at_construction() -> None:
     for bad in ({"heartbeat": -1}, {"idle_timeout": float("nan")}, {"retry": -5}):
         with pytest.raises(ValueError):
             StreamingResponse(producer(), **bad)  # type: ignore[arg-type]
+
+
+async def test_a_heartbeat_that_fails_to_send_ends_the_stream_cleanly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    finished = []
+
+    async def producer() -> AsyncIterator[int]:
+        try:
+            yield 1
+            await anyio.sleep_forever()
+        finally:
+            finished.append(True)
+
+    client = Client(fail_send_after=2)  # the start and the first event pass, the heartbeat fails
+    with anyio.fail_after(2):
+        await run(StreamingResponse(producer(), heartbeat=0.05), client)
+    assert finished == [True]
+    assert "watcher failed" not in caplog.text
