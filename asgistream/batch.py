@@ -280,8 +280,6 @@ class BatchResponse:
             error = HTTPError(
                 504, f"The batch was not complete within {self.timeout} s", type="timeout"
             )
-        elif watch.reason is not None:
-            error = HTTPError(503, "The server is shutting down", type=watch.reason)
         try:
             if error is not None:
                 await send_error(send, error, self.headers)
