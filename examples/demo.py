@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 
 from asgistream import App, Event, HTTPError, JSONResponse, Mode, Request, Response
+from asgistream.eventlog import parse_last_event_id
 from examples.page import page_response, wants_html
 
 app = App()
@@ -44,14 +45,8 @@ def _number(request: Request, name: str, default: float | None, *, low: float, h
 
 def _resume_from(request: Request) -> int:
     """The position after the ``Last-Event-ID`` a reconnecting client sends (0 if none)."""
-    last = request.last_event_id
-    if last is None or last == "":
-        return 0
-    if not (last.isascii() and last.isdigit()) or len(last) > 18:
-        raise HTTPError(
-            400, "Last-Event-ID must be a position this endpoint sent", type="invalid_last_event_id"
-        )
-    return int(last) + 1
+    last = parse_last_event_id(request.last_event_id)  # 400 unless a non-negative integer
+    return 0 if last is None else last + 1
 
 
 @app.route("/")

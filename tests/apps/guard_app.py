@@ -8,7 +8,8 @@ from typing import Any
 
 import anyio
 
-from asgistream import App, DualEndpoint, HTTPError, Request
+from asgistream import App, DualEndpoint, Request
+from asgistream.eventlog import parse_last_event_id
 from asgistream.limiter import Limiter, by_mode
 from asgistream.metrics import MetricsMiddleware, PrometheusSink
 
@@ -36,12 +37,8 @@ async def limits(request: Request) -> dict[str, Any]:
 @inner.stream("/items")
 async def items(request: Request) -> AsyncIterator[Any]:
     """``n`` items, ``delay`` seconds apart; resumes after a numeric ``Last-Event-ID``."""
-    last = request.last_event_id
-    start = 0
-    if last:
-        if not (last.isascii() and last.isdigit()) or len(last) > 9:
-            raise HTTPError(400, "Last-Event-ID must be a position", type="invalid_last_event_id")
-        start = int(last) + 1
+    last = parse_last_event_id(request.last_event_id)
+    start = 0 if last is None else last + 1
     n = min(int(request.query.get("n", "3")) if request.query.get("n", "").isdigit() else 3, 50)
     delay = 0.05 if request.query.get("slow") == "1" else 0.0
     for i in range(start, n):
