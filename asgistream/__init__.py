@@ -2,68 +2,36 @@
 
 One async generator answers either as one JSON body (batch) or as a Server-Sent Events
 stream, chosen per request by content negotiation.
+
+The names here are the ones most apps need; everything else is imported from its module:
+``asgistream.middleware`` (negotiation, limits, metrics), ``asgistream.patterns`` (chat,
+proxy, jobs, topics, fan-out, merge), ``asgistream.backends`` (their stores) and
+``asgistream.client``. ``import asgistream`` imports none of those.
 """
 
 from .app import App
-from .batch import (
-    BatchResponse,
-    Reducer,
-    ReducerFactory,
-    collect,
-    collect_items,
-    collect_last,
-    collect_text,
-)
-from .broker import Broker
-from .chat import ChatCompletions, ChatModel
-from .endpoint import DualEndpoint, Endpoint
+from .batch import BatchResponse, as_list, joined_text, last_item
+from .endpoint import DualEndpoint
 from .errors import HTTPError
-from .eventlog import EventLog, MemoryEventLog
-from .jobs import JobManager
-from .limiter import Limiter, by_mode
-from .merge import merge
-from .metrics import MetricsMiddleware, PrometheusSink, Sink
-from .negotiation import Mode, NegotiationError, NegotiationMiddleware, get_mode, negotiate
-from .request import Headers, QueryParams, Request
-from .responses import JSONResponse, Response
+from .negotiation import Mode, negotiate
+from .request import Request
+from .responses import JSONResponse
 from .sse import Event
-from .streaming import StreamingResponse
+from .streaming import EventStreamResponse
 
 __all__ = [
     "App",
     "BatchResponse",
-    "Broker",
-    "ChatCompletions",
-    "ChatModel",
     "DualEndpoint",
-    "Endpoint",
     "Event",
-    "EventLog",
+    "EventStreamResponse",
     "HTTPError",
-    "Headers",
     "JSONResponse",
-    "JobManager",
-    "Limiter",
-    "MemoryEventLog",
-    "MetricsMiddleware",
     "Mode",
-    "NegotiationError",
-    "NegotiationMiddleware",
-    "PrometheusSink",
-    "QueryParams",
-    "Reducer",
-    "ReducerFactory",
     "Request",
-    "Response",
-    "Sink",
-    "StreamingResponse",
-    "by_mode",
-    "collect",
-    "collect_items",
-    "collect_last",
-    "collect_text",
-    "get_mode",
-    "merge",
+    "as_list",
+    "joined_text",
+    "last_item",
     "negotiate",
 ]
 

@@ -13,11 +13,11 @@ import anyio.abc
 from anyio.abc import TaskGroup
 
 from . import shutdown as _shutdown
+from ._types import ASGIApp, Receive, Scope, Send
 from .endpoint import DualEndpoint, Endpoint, Handler, ProducerFunction
 from .errors import HTTPError, send_error
 from .request import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE
 from .routing import Router
-from .types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["App"]
 
@@ -30,7 +30,7 @@ Lifespan = Callable[["App"], AbstractAsyncContextManager[None]]
 class App:
     """A minimal ASGI application.
 
-    ``@app.stream(path)`` serves an async generator as a dual-mode endpoint;
+    ``@app.dual(path)`` serves an async generator as a dual-mode endpoint;
     ``@app.route(path)`` serves a handler that answers once; ``app.mount(prefix, asgi_app)``
     embeds any ASGI app. ``on_startup``/``on_shutdown`` hooks and ``lifespan`` run with the
     server's lifespan; ``state`` is shared with every request (``request.state``); ``tasks``
@@ -75,7 +75,7 @@ class App:
 
         return decorate
 
-    def stream(
+    def dual(
         self, path: str, *, methods: Collection[str] = ("GET",), **options: Any
     ) -> Callable[[ProducerFunction], DualEndpoint]:
         """Serve an async generator of a request on ``path``, as a stream or a batch.

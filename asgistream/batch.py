@@ -15,11 +15,11 @@ from typing import Any, Protocol
 
 import orjson
 
+from ._types import Receive, Scope, Send
 from .disconnect import Watch
 from .errors import HTTPError, send_error
 from .producer import aclose
 from .sse import Event
-from .types import Receive, Scope, Send
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -27,10 +27,10 @@ __all__ = [
     "BatchResponse",
     "Reducer",
     "ReducerFactory",
+    "as_list",
     "collect",
-    "collect_items",
-    "collect_last",
-    "collect_text",
+    "joined_text",
+    "last_item",
 ]
 
 DEFAULT_MAX_ITEMS = 100_000
@@ -115,7 +115,7 @@ class _Text:
             if isinstance(text, bytes):
                 text = text.decode("utf-8", "replace")
             elif not isinstance(text, str):
-                raise TypeError(f"collect_text needs str items, got {type(text).__name__}")
+                raise TypeError(f"joined_text needs str items, got {type(text).__name__}")
             self._pieces.append(text)
             size += len(text)
         return size
@@ -124,17 +124,17 @@ class _Text:
         return orjson.dumps({self._key: "".join(self._pieces)})
 
 
-def collect_items(key: str | None = "items") -> ReducerFactory:
+def as_list(key: str | None = "items") -> ReducerFactory:
     """All items as a JSON list, as ``{key: [...]}`` (or a bare list if ``key`` is None)."""
     return lambda: _Items(key)
 
 
-def collect_last() -> ReducerFactory:
+def last_item() -> ReducerFactory:
     """Only the last item, as the body itself."""
     return _Last
 
 
-def collect_text(
+def joined_text(
     key: str = "text", extract: Callable[[Any], str | None] | None = None
 ) -> ReducerFactory:
     """The items' text concatenated, as ``{key: "..."}``.
@@ -246,7 +246,7 @@ class BatchResponse:
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.producer = producer
-        self.reduce = reduce or collect_items()
+        self.reduce = reduce or as_list()
         self.max_items = max_items
         self.max_bytes = max_bytes
         self.timeout = timeout

@@ -21,7 +21,7 @@ import math
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 
-from .types import Receive
+from ._types import Receive
 
 __all__ = ["Watch"]
 

@@ -7,13 +7,13 @@ import logging
 from collections.abc import AsyncIterable, Awaitable, Callable, Collection, Mapping
 from typing import Any
 
+from ._types import ASGIApp, Receive, Scope, Send
 from .batch import DEFAULT_MAX_BYTES, DEFAULT_MAX_ITEMS, BatchResponse, ReducerFactory
 from .errors import HTTPError, send_error
 from .negotiation import Mode, NegotiationError, negotiate_scope
 from .request import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE, Request
 from .responses import JSONResponse, Response
-from .streaming import DEFAULT_HEARTBEAT, StreamingResponse, check_options
-from .types import ASGIApp, Receive, Scope, Send
+from .streaming import DEFAULT_HEARTBEAT, EventStreamResponse, check_options
 
 __all__ = ["DualEndpoint", "Endpoint", "Handler", "ProducerFunction"]
 
@@ -82,7 +82,7 @@ class DualEndpoint:
 
     The mode is negotiated per request (see :mod:`asgistream.negotiation`); ``modes`` are
     the ones offered and ``default`` is used when the client states no preference. Stream
-    options go to :class:`~asgistream.StreamingResponse`, batch options to
+    options go to :class:`~asgistream.EventStreamResponse`, batch options to
     :class:`~asgistream.BatchResponse`.
     """
 
@@ -154,7 +154,7 @@ class DualEndpoint:
             return
         response: ASGIApp
         if mode is Mode.STREAM:
-            response = StreamingResponse(producer, headers=self.headers, **self.stream_options)
+            response = EventStreamResponse(producer, headers=self.headers, **self.stream_options)
         else:
             response = BatchResponse(producer, headers=self.headers, **self.batch_options)
         await response(scope, receive, send)

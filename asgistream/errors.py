@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from .types import Receive, Scope, Send
+from ._types import Receive, Scope, Send
 
 __all__ = ["HTTPError", "error_body", "send_error"]
 

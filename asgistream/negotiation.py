@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from urllib.parse import parse_qsl
 
-from .errors import HTTPError, send_error
-from .types import ASGIApp, Message, Receive, Scope, Send
+from ._types import Scope
+from .errors import HTTPError
 
 __all__ = [
     "SCOPE_KEY",
     "Mode",
     "NegotiationError",
-    "NegotiationMiddleware",
     "add_vary_accept",
     "get_mode",
     "negotiate",
@@ -450,42 +449,3 @@ def add_vary_accept(headers: list[tuple[bytes, bytes]]) -> None:
         return
     name, value = headers[first]
     headers[first] = (name, value + b", Accept" if value.strip(b" \t") else b"Accept")
-
-
-class NegotiationMiddleware:
-    """Negotiate the mode of every HTTP request and store it in ``scope["asgistream.mode"]``.
-
-    Requests for which ``include(scope)`` is false (by default none) pass through untouched.
-    A request that cannot be negotiated is answered here with a JSON 400 or 406. Every
-    negotiated response carries ``Vary: Accept``.
-    """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        default: Mode = Mode.BATCH,
-        include: Callable[[Scope], bool] | None = None,
-    ) -> None:
-        self.app = app
-        self.default = Mode(default)
-        self.include = include
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (self.include is not None and not self.include(scope)):
-            await self.app(scope, receive, send)
-            return
-        try:
-            negotiate_scope(scope, default=self.default)
-        except NegotiationError as exc:
-            await send_error(send, exc, [(b"vary", b"Accept")])
-            return
-
-        async def send_with_vary(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                add_vary_accept(headers)
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_vary)

@@ -9,8 +9,8 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from ._types import Receive, Scope
 from .errors import HTTPError
-from .types import Receive, Scope
 
 if TYPE_CHECKING:
     from .negotiation import Mode

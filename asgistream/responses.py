@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from .types import Receive, Scope, Send
+from ._types import Receive, Scope, Send
 
 __all__ = ["JSONResponse", "Response"]
 

@@ -6,8 +6,8 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
+from ._types import ASGIApp, Receive, Scope, Send
 from .errors import HTTPError, send_error
-from .types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["Mount", "Route", "Router"]
 

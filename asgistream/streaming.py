@@ -23,13 +23,13 @@ from collections.abc import AsyncIterable, Mapping
 from typing import Any
 
 from . import shutdown as _shutdown
+from ._types import Receive, Scope, Send
 from .disconnect import Watch
 from .errors import HTTPError, error_body, send_error
 from .producer import aclose, finish_step, start_step
 from .sse import DONE, HEARTBEAT, Event, encode, encode_data, encode_id_data
-from .types import Receive, Scope, Send
 
-__all__ = ["DEFAULT_HEARTBEAT", "FLUSH_BYTES", "StreamingResponse"]
+__all__ = ["DEFAULT_HEARTBEAT", "FLUSH_BYTES", "EventStreamResponse"]
 
 DEFAULT_HEARTBEAT = 15.0
 """Seconds without a write after which a heartbeat comment is sent."""
@@ -52,7 +52,7 @@ _HEADERS = [
 ]
 
 
-class StreamingResponse:
+class EventStreamResponse:
     """Stream the items of ``producer`` as Server-Sent Events.
 
     ``heartbeat``: seconds of silence before a ``:`` comment is sent (``None`` or ``0``: off).
@@ -143,7 +143,7 @@ class _Stream:
         "watch",
     )
 
-    def __init__(self, response: StreamingResponse, send: Send, receive: Receive) -> None:
+    def __init__(self, response: EventStreamResponse, send: Send, receive: Receive) -> None:
         self.response = response
         self.send = send
         self.iterator = response.producer.__aiter__()

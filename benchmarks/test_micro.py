@@ -23,17 +23,10 @@ from sse_starlette import ServerSentEvent as SSEStarletteEvent
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import JSONResponse as StarletteJSONResponse
 
-from asgistream import (
-    App,
-    Event,
-    MetricsMiddleware,
-    Mode,
-    PrometheusSink,
-    Request,
-    collect_items,
-    negotiate,
-)
+from asgistream import App, Event, Mode, Request, as_list, negotiate
 from asgistream.batch import collect
+from asgistream.middleware.metrics import MetricsMiddleware
+from asgistream.middleware.prometheus import PrometheusSink
 from asgistream.negotiation import negotiate_scope
 from asgistream.sse import encode_id_data
 from benchmarks.apps.common import BATCH_SIZE, item
@@ -141,7 +134,7 @@ batch = pytest.mark.benchmark(group="Batch: 100 items to a JSON body")
 @batch
 def test_batch_asgistream(benchmark: Any) -> None:
     """asgistream's ``collect`` with the default reducer (``{"items": [...]}``)."""
-    body = benchmark(lambda: _drive(collect(_items(), collect_items()())))
+    body = benchmark(lambda: _drive(collect(_items(), as_list()())))
     assert len(orjson.loads(body)["items"]) == BATCH_SIZE
 
 
@@ -183,7 +176,7 @@ metrics = pytest.mark.benchmark(group="Metrics: one 100-event stream, in process
 def _stream_app() -> App:
     app = App()
 
-    @app.stream("/s", default=Mode.STREAM)
+    @app.dual("/s", default=Mode.STREAM)
     async def stream(request: Request) -> AsyncIterator[Any]:
         for i in range(BATCH_SIZE):
             yield item(i)

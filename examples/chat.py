@@ -11,8 +11,8 @@ Any OpenAI client works against it (``base_url="http://127.0.0.1:8000/v1"``, any
            "messages": [{"role": "user", "content": "Hello there, streaming world"}]}'
 
 The mock answers with the words of the last user message, one token per word. To serve a real
-model, implement :class:`asgistream.chat.ChatModel` (``generate`` and ``count_tokens``) and
-pass it to :class:`~asgistream.chat.ChatCompletions` instead.
+model, implement :class:`asgistream.patterns.chat.ChatModel` (``generate`` and ``count_tokens``) and
+pass it to :class:`~asgistream.patterns.chat.ChatCompletions` instead.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 import anyio
 
 from asgistream import App
-from asgistream.chat import ChatCompletions, ChatModel, ChatRequest, openai_error
+from asgistream.patterns.chat import ChatCompletions, ChatModel, ChatRequest, openai_error
 
 MAX_DELAY = 10.0
 """The longest per-token delay a request may ask the mock for, in seconds."""

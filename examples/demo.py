@@ -12,8 +12,9 @@ from typing import Any
 
 import anyio
 
-from asgistream import App, Event, HTTPError, JSONResponse, Mode, Request, Response
-from asgistream.eventlog import parse_last_event_id
+from asgistream import App, Event, HTTPError, JSONResponse, Mode, Request
+from asgistream.patterns.eventlog import parse_last_event_id
+from asgistream.responses import Response
 from examples.page import page_response, wants_html
 
 app = App()
@@ -72,7 +73,7 @@ async def index(request: Request) -> Response:
     )
 
 
-@app.stream("/items")
+@app.dual("/items")
 async def items(request: Request) -> AsyncIterator[Event]:
     """``n`` items (default 10); ids are positions, so ``Last-Event-ID: k`` resumes at k+1."""
     n = _number(request, "n", 10, low=0, high=1_000_000)
@@ -83,7 +84,7 @@ async def items(request: Request) -> AsyncIterator[Event]:
         yield Event({"id": i, "value": f"item-{i}"}, id=i)
 
 
-@app.stream("/ticker")
+@app.dual("/ticker")
 async def ticker(request: Request) -> AsyncIterator[dict[str, int]]:
     """``{"seq": i}`` every ``interval`` seconds; endless without ``n`` (stream mode only)."""
     interval = _number(request, "interval", 1.0, low=0.0, high=3600.0)

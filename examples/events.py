@@ -32,8 +32,8 @@ from typing import Any
 import orjson
 
 from asgistream import App, Event, HTTPError, Mode, Request
-from asgistream.broker import Broker, Overflow
-from asgistream.eventlog import MemoryEventLog, parse_last_event_id, resume
+from asgistream.patterns.eventlog import MemoryEventLog, parse_last_event_id, resume
+from asgistream.patterns.fanout import Broker, Overflow
 
 LOG = "examples.events.log"
 BROKER = "examples.events.broker"
@@ -69,7 +69,7 @@ def install(app: App) -> None:
         ]
         return {"ids": ids}
 
-    @app.stream("/events/{topic}", default=Mode.STREAM, retry=RETRY, send_timeout=SEND_TIMEOUT)
+    @app.dual("/events/{topic}", default=Mode.STREAM, retry=RETRY, send_timeout=SEND_TIMEOUT)
     async def subscribe(request: Request) -> AsyncIterator[Any]:
         log: MemoryEventLog = _state(request, LOG)
         last = request.last_event_id
@@ -94,7 +94,7 @@ def install(app: App) -> None:
     async def stats(request: Request) -> dict[str, Any]:
         return {"subscribers": len(_state(request, BROKER))}
 
-    @app.stream(
+    @app.dual(
         "/broadcast",
         modes=(Mode.STREAM,),
         default=Mode.STREAM,

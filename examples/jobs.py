@@ -20,8 +20,8 @@ from typing import Any
 
 import anyio
 
-from asgistream import App, HTTPError, JSONResponse, Mode, Request, collect_last
-from asgistream.jobs import JobManager, Progress
+from asgistream import App, HTTPError, JSONResponse, Mode, Request, last_item
+from asgistream.patterns.jobs import JobManager, Progress
 
 JOBS = "examples.jobs"
 """Where the app's :class:`JobManager` lives in ``app.state``."""
@@ -49,7 +49,7 @@ def install(app: App) -> None:
         url = f"{request.scope.get('root_path', '')}/jobs/{job.id}"
         return JSONResponse({"id": job.id, "url": url}, status=202, headers={"location": url})
 
-    @app.stream("/jobs/{job_id}", reduce=collect_last())
+    @app.dual("/jobs/{job_id}", reduce=last_item())
     async def watch(request: Request) -> AsyncIterator[Any]:
         job = _jobs(request)[request.path_params["job_id"]]  # 404 before any streaming
         if request.mode is Mode.BATCH:

@@ -5,7 +5,7 @@
     curl 'http://127.0.0.1:8000/merge?n=3'                       # all of them, as one JSON body
     curl -N 'http://127.0.0.1:8000/merge?n=5&fail=prices'        # one source fails: error event
 
-Each source is an async generator with its own pace; :func:`asgistream.merge.merge` runs
+Each source is an async generator with its own pace; :func:`asgistream.patterns.merge.merge` runs
 them in one task group. When the client leaves, or one source fails, every source is
 cancelled and cleans up; a failure ends the stream with an ``error`` event (a 502 in batch).
 """
@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 
 from asgistream import App, Event, HTTPError, Request
-from asgistream.merge import merge
+from asgistream.patterns.merge import merge
 
 SOURCES = {"clock": 0.1, "prices": 0.15, "news": 0.25}
 """Each demo source and the seconds between its items."""
@@ -28,7 +28,7 @@ SOURCES = {"clock": 0.1, "prices": 0.15, "news": 0.25}
 def install(app: App) -> None:
     """Add ``/merge`` to ``app``."""
 
-    @app.stream("/merge")
+    @app.dual("/merge")
     async def merged(request: Request) -> AsyncIterator[Any]:
         raw = request.query.get("n", "5")
         if not (raw.isdigit() and 1 <= int(raw) <= 1000):

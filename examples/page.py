@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from asgistream import App, Request, Response
+from asgistream import App, Request
+from asgistream.responses import Response
 
 __all__ = ["PAGE_PATH", "install", "page", "page_response", "wants_html"]
 

@@ -19,8 +19,8 @@ import os
 from typing import Any
 
 from asgistream import App, Request
-from asgistream.proxy import Upstream
-from asgistream.types import ASGIApp
+from asgistream._types import ASGIApp
+from asgistream.patterns.proxy import Upstream
 
 UPSTREAM_ENV = "ASGISTREAM_UPSTREAM"
 STATE_KEY = "upstream"
@@ -41,7 +41,8 @@ def install(
 ) -> None:
     """Forward ``POST path`` to ``upstream_path`` of the upstream at ``base_url``.
 
-    ``options`` are those of :class:`~asgistream.proxy.Upstream` (limits, timeouts, retries).
+    ``options`` are those of :class:`~asgistream.patterns.proxy.Upstream` (limits, timeouts,
+    retries).
     """
 
     @app.on_startup

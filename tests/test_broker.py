@@ -7,7 +7,7 @@ import pytest
 from anyio.lowlevel import checkpoint
 
 from asgistream import Event
-from asgistream.broker import Broker, Overflow, SlowSubscriber, TooManySubscribers
+from asgistream.patterns.fanout import Broker, Overflow, SlowSubscriber, TooManySubscribers
 
 pytestmark = pytest.mark.anyio
 

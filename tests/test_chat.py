@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from asgistream import App, HTTPError
-from asgistream.chat import (
+from asgistream.patterns.chat import (
     ChatCompletions,
     ChatMessage,
     ChatRequest,

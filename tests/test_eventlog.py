@@ -11,7 +11,7 @@ import pytest
 from anyio.lowlevel import checkpoint
 
 from asgistream import Event, HTTPError
-from asgistream.eventlog import MemoryEventLog, TooManyTopics, parse_last_event_id, resume
+from asgistream.patterns.eventlog import MemoryEventLog, TooManyTopics, parse_last_event_id, resume
 
 pytestmark = pytest.mark.anyio
 

@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from asgistream import HTTPError
-from asgistream.jobs import JobManager, JobStatus, Progress
+from asgistream.patterns.jobs import JobManager, JobStatus, Progress
 
 pytestmark = pytest.mark.anyio
 
@@ -121,7 +121,7 @@ async def test_shutdown_cancels_running_jobs_and_tells_watchers() -> None:
 
 
 async def test_progress_is_checked() -> None:
-    from asgistream.jobs import Job
+    from asgistream.patterns.jobs import Job
 
     progress = Progress(Job("x"))
     for bad in (-0.1, 1.5, float("nan"), "0.5"):

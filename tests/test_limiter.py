@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 from asgistream import Mode
-from asgistream.limiter import Limiter, LimiterFull, by_mode
-from asgistream.metrics import ResponseRecord
-from asgistream.types import Message, Receive, Scope, Send
+from asgistream._types import Message, Receive, Scope, Send
+from asgistream.middleware.limiter import Limiter, LimiterFull, by_mode
+from asgistream.middleware.metrics import ResponseRecord
 
 
 async def until(predicate: Callable[[], bool], limit: float = 2.0) -> None:

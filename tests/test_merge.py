@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from asgistream.merge import merge
+from asgistream.patterns.merge import merge
 
 pytestmark = pytest.mark.anyio
 

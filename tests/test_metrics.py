@@ -10,26 +10,27 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from asgistream import App, HTTPError, Request
-from asgistream.metrics import MetricsMiddleware, PrometheusSink, ResponseRecord, endpoint_label
-from asgistream.types import Message, Receive, Scope, Send
+from asgistream._types import Message, Receive, Scope, Send
+from asgistream.middleware.metrics import MetricsMiddleware, ResponseRecord, endpoint_label
+from asgistream.middleware.prometheus import PrometheusSink
 
 app = App()
 
 
-@app.stream("/items/{kind}", retry=1000, heartbeat=0.03)
+@app.dual("/items/{kind}", retry=1000, heartbeat=0.03)
 async def items(request: Request) -> AsyncIterator[Any]:
     await anyio.sleep(float(request.query.get("wait", "0")))
     for i in range(3):
         yield {"i": i}
 
 
-@app.stream("/fail")
+@app.dual("/fail")
 async def fail(request: Request) -> AsyncIterator[Any]:
     yield 1
     raise RuntimeError("secret")
 
 
-@app.stream("/forever")
+@app.dual("/forever")
 async def forever(request: Request) -> AsyncIterator[Any]:
     yield "hello"
     await anyio.sleep_forever()

@@ -12,17 +12,17 @@ import anyio
 import orjson
 import pytest
 
+from asgistream._types import Message, Receive, Scope, Send
+from asgistream.middleware.negotiation import NegotiationMiddleware
 from asgistream.negotiation import (
     SCOPE_KEY,
     Mode,
     NegotiationError,
-    NegotiationMiddleware,
     add_vary_accept,
     get_mode,
     negotiate,
     negotiate_scope,
 )
-from asgistream.types import Message, Receive, Scope, Send
 
 B, S = Mode.BATCH, Mode.STREAM
 BOTH = (B, S)

@@ -21,9 +21,10 @@ from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from asgistream import Event, NegotiationError, negotiate
+from asgistream import Event, negotiate
+from asgistream._types import Message
+from asgistream.negotiation import NegotiationError
 from asgistream.sse import encode
-from asgistream.types import Message
 from tests.apps.guard_app import inner as guard_app
 from tests.server import Server, serve
 

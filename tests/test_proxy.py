@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from asgistream import App, Event, Request
-from asgistream.proxy import Upstream, _Parser
-from asgistream.types import ASGIApp
+from asgistream._types import ASGIApp
+from asgistream.patterns.proxy import Upstream, _Parser
 
 
 def parse(lines: list[str]) -> list[object]:

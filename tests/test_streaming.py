@@ -1,4 +1,4 @@
-"""StreamingResponse driven directly as an ASGI app: the exact messages it sends."""
+"""EventStreamResponse driven directly as an ASGI app: the exact messages it sends."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from asgistream import Event, HTTPError, StreamingResponse
+from asgistream import Event, EventStreamResponse, HTTPError
 from asgistream.streaming import FLUSH_BYTES
 
 pytestmark = pytest.mark.anyio
@@ -48,7 +48,7 @@ class Client:
         return status
 
 
-async def run(response: StreamingResponse, client: Client) -> None:
+async def run(response: EventStreamResponse, client: Client) -> None:
     await response({"type": "http"}, client.receive, client.send)
 
 
@@ -58,7 +58,7 @@ async def test_items_ready_together_go_out_in_one_send() -> None:
             yield i
 
     client = Client()
-    await run(StreamingResponse(producer()), client)
+    await run(EventStreamResponse(producer()), client)
     # All hundred items were ready at once: they and the end of the body are one message.
     assert len(client.bodies) == 1
     assert client.bodies[0].count(b"\n\n") == 100
@@ -75,7 +75,7 @@ async def test_a_lone_item_goes_out_while_the_producer_waits() -> None:
             await anyio.sleep(0.01)
             sent_while_waiting.append(len(client.bodies))
 
-    await run(StreamingResponse(producer()), client)
+    await run(EventStreamResponse(producer()), client)
     # Each item was on the wire while the producer waited for the next one.
     assert sent_while_waiting == [1, 2, 3]
     assert client.bodies[:3] == [
@@ -91,7 +91,7 @@ async def test_large_bursts_are_cut_at_flush_bytes() -> None:
             yield "x" * 1000
 
     client = Client()
-    await run(StreamingResponse(producer(), ids=False), client)
+    await run(EventStreamResponse(producer(), ids=False), client)
     sizes = [len(b) for b in client.bodies if b]
     assert sum(sizes) == 1000 * len(b"data: " + b"x" * 1000 + b"\n\n")
     assert max(sizes) < FLUSH_BYTES + 2000 and len(sizes) > 10
@@ -109,7 +109,7 @@ async def test_disconnect_cancels_a_blocked_producer_and_runs_finally() -> None:
             finished.set()
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(run, StreamingResponse(producer()), client)
+        tg.start_soon(run, EventStreamResponse(producer()), client)
         await anyio.sleep(0.05)
         client.disconnected.set()
         with anyio.fail_after(1):
@@ -132,7 +132,7 @@ async def test_oserror_from_send_counts_as_disconnect() -> None:
 
     client = Client(fail_send_after=3)
     with anyio.fail_after(2):
-        await run(StreamingResponse(producer()), client)
+        await run(EventStreamResponse(producer()), client)
     assert finished == [True]
 
 
@@ -142,7 +142,7 @@ async def test_error_before_first_event_is_http_error_with_json() -> None:
         yield 1
 
     client = Client()
-    await run(StreamingResponse(producer(), headers={"vary": "Accept"}), client)
+    await run(EventStreamResponse(producer(), headers={"vary": "Accept"}), client)
     assert client.status == 404
     headers = dict(client.messages[0]["headers"])
     assert headers[b"content-type"] == b"application/json" and headers[b"vary"] == b"Accept"
@@ -155,7 +155,7 @@ async def test_error_after_produced_item_keeps_the_item() -> None:
         raise ValueError("secret")
 
     client = Client()
-    await run(StreamingResponse(producer()), client)
+    await run(EventStreamResponse(producer()), client)
     body = b"".join(client.bodies)
     assert client.status == 200
     assert body.startswith(b"id: 0\ndata: 1\n\n")
@@ -174,7 +174,7 @@ async def test_idle_timeout_and_heartbeat() -> None:
 
     client = Client()
     with anyio.fail_after(3):
-        await run(StreamingResponse(producer(), heartbeat=0.05, idle_timeout=0.3), client)
+        await run(EventStreamResponse(producer(), heartbeat=0.05, idle_timeout=0.3), client)
     body = b"".join(client.bodies)
     assert body.startswith(b"event: start\nid: 0\ndata: go\n\n")
     assert body.count(b":\n\n") >= 3
@@ -194,7 +194,7 @@ async def test_shutdown_ends_stream_with_shutdown_event() -> None:
         await anyio.sleep_forever()
 
     async def stream() -> None:
-        await StreamingResponse(producer())(
+        await EventStreamResponse(producer())(
             {"type": "http", SCOPE_KEY: registry}, client.receive, client.send
         )
 
@@ -222,7 +222,7 @@ async def test_producer_that_swallows_cancellation_is_still_stopped() -> None:
             yield 2
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(run, StreamingResponse(producer()), client)
+        tg.start_soon(run, EventStreamResponse(producer()), client)
         await anyio.sleep(0.05)
         client.disconnected.set()
     assert yielded_after_cancel == [True]
@@ -235,7 +235,7 @@ def test_invalid_options_fail_at_construction() -> None:
 
     for bad in ({"heartbeat": -1}, {"idle_timeout": float("nan")}, {"retry": -5}):
         with pytest.raises(ValueError):
-            StreamingResponse(producer(), **bad)  # type: ignore[arg-type]
+            EventStreamResponse(producer(), **bad)  # type: ignore[arg-type]
 
 
 async def test_a_heartbeat_that_fails_to_send_ends_the_stream_cleanly(
@@ -252,6 +252,6 @@ async def test_a_heartbeat_that_fails_to_send_ends_the_stream_cleanly(
 
     client = Client(fail_send_after=2)  # the start and the first event pass, the heartbeat fails
     with anyio.fail_after(2):
-        await run(StreamingResponse(producer(), heartbeat=0.05), client)
+        await run(EventStreamResponse(producer(), heartbeat=0.05), client)
     assert finished == [True]
     assert "watcher failed" not in caplog.text

@@ -368,7 +368,7 @@ class Client(_Base):
 
         A stream gives each event's data, decoded as JSON unless ``decode`` is false; a batch
         gives the list under ``key`` of the body (``None``: the body is the list), as
-        asgistream's ``collect_items(key)`` builds it. JSON items are the same either way.
+        asgistream's ``as_list(key)`` builds it. JSON items are the same either way.
         """
         if batch:
             body = self.fetch(url, method=method, params=params, json=json, headers=headers)

@@ -1,4 +1,4 @@
-"""asgistream: every path is one ``@app.stream`` dual-mode endpoint with default options."""
+"""asgistream: every path is one ``@app.dual`` dual-mode endpoint with default options."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from . import common
 app = App()
 
 
-@app.stream("/items")
+@app.dual("/items")
 async def items(request: Request) -> AsyncIterator[Any]:
     query = request.query
     return common.items(
@@ -20,7 +20,7 @@ async def items(request: Request) -> AsyncIterator[Any]:
     )
 
 
-@app.stream("/paced")
+@app.dual("/paced")
 async def paced(request: Request) -> AsyncIterator[Any]:
     query = request.query
     return common.paced(
@@ -28,12 +28,12 @@ async def paced(request: Request) -> AsyncIterator[Any]:
     )
 
 
-@app.stream("/idle")
+@app.dual("/idle")
 async def idle(request: Request) -> AsyncIterator[Any]:
     return common.idle()
 
 
-@app.stream("/tokens", ids=False, done=True)
+@app.dual("/tokens", ids=False, done=True)
 async def tokens(request: Request) -> AsyncIterator[Any]:
     query = request.query
     return common.tokens(int(query.get("n", 20)), float(query.get("delay", 0.05)))

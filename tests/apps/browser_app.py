@@ -13,7 +13,8 @@ from typing import Any
 
 import anyio
 
-from asgistream import App, Event, Mode, Request, Response
+from asgistream import App, Event, Mode, Request
+from asgistream.responses import Response
 
 app = App()
 
@@ -63,7 +64,7 @@ async def parity_page(request: Request) -> Response:
     return Response(PAGE.encode(), media_type="text/html; charset=utf-8")
 
 
-@app.stream("/hostile", default=Mode.STREAM, heartbeat=HEARTBEAT, retry=RETRY)
+@app.dual("/hostile", default=Mode.STREAM, heartbeat=HEARTBEAT, retry=RETRY)
 async def hostile(request: Request) -> AsyncIterator[Any]:
     for position, item in enumerate(HOSTILE):
         if position in (3, 12):
@@ -73,7 +74,7 @@ async def hostile(request: Request) -> AsyncIterator[Any]:
     yield Event("bye", event="end")
 
 
-@app.stream("/bad-field", default=Mode.STREAM)
+@app.dual("/bad-field", default=Mode.STREAM)
 async def bad_field(request: Request) -> AsyncIterator[Any]:
     """One good event, then one whose ``event`` or ``id`` holds a line break (refused)."""
     hostile = "x\nevent: evil"
@@ -84,7 +85,7 @@ async def bad_field(request: Request) -> AsyncIterator[Any]:
         yield Event("after", event=hostile)
 
 
-@app.stream("/echo-last-id", default=Mode.STREAM, retry=50)
+@app.dual("/echo-last-id", default=Mode.STREAM, retry=50)
 async def echo_last_id(request: Request) -> AsyncIterator[Any]:
     """First a non-ASCII id; on the reconnection, the ``Last-Event-ID`` the server read."""
     last = request.last_event_id

@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 
 from asgistream import App, Request
-from asgistream.chat import ChatCompletions, ChatRequest
+from asgistream.patterns.chat import ChatCompletions, ChatRequest
 from examples.chat import EchoModel
 
 app = App()

@@ -19,7 +19,7 @@ def _resume_from(request: Request) -> int:
     return int(last) + 1 if last and last.isdigit() else 0
 
 
-@app.stream("/job")
+@app.dual("/job")
 async def job(request: Request) -> AsyncIterator[Event]:
     """``n`` progress events (0 to 1, as asgistream jobs send them), then the result."""
     n = int(request.query.get("n", "4"))
@@ -30,7 +30,7 @@ async def job(request: Request) -> AsyncIterator[Event]:
     yield Event({"status": "succeeded", "progress": 1.0, "result": {"steps": n}}, event="result")
 
 
-@app.stream("/flaky")
+@app.dual("/flaky")
 async def flaky(request: Request) -> AsyncIterator[Any]:
     """503 with ``Retry-After: after`` for the first ``fail`` requests of ``key``."""
     key = request.query["key"]
@@ -41,7 +41,7 @@ async def flaky(request: Request) -> AsyncIterator[Any]:
         yield {"i": i}
 
 
-@app.stream("/broken")
+@app.dual("/broken")
 async def broken(request: Request) -> AsyncIterator[Any]:
     """Two items, then a failure: an ``error`` event."""
     yield {"i": 0}
@@ -50,7 +50,7 @@ async def broken(request: Request) -> AsyncIterator[Any]:
     raise HTTPError(409, "The thing changed under us", type="conflict")
 
 
-@app.stream("/done", done=True)
+@app.dual("/done", done=True)
 async def done(request: Request) -> AsyncIterator[Any]:
     for i in range(3):
         yield {"i": i}
@@ -69,5 +69,5 @@ async def _slow(request: Request) -> AsyncIterator[Event]:
         yield Event({"i": i}, id=i)
 
 
-app.stream("/slow", heartbeat=0.1)(_slow)
-app.stream("/slow-silent", heartbeat=None)(_slow)
+app.dual("/slow", heartbeat=0.1)(_slow)
+app.dual("/slow-silent", heartbeat=None)(_slow)

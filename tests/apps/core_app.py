@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio
 
-from asgistream import App, Event, HTTPError, Request, collect_last, collect_text
+from asgistream import App, Event, HTTPError, Request, joined_text, last_item
 
 app = App()
 stats = {"started": 0, "finished": 0}
@@ -27,7 +27,7 @@ async def get_stats(request: Request) -> dict[str, Any]:
     return {**stats, "open_streams": len(request.scope["asgistream.app"].shutdown)}
 
 
-@app.stream("/hot")
+@app.dual("/hot")
 async def hot(request: Request) -> AsyncIterator[Any]:
     """Never waits: yields as fast as it can, forever (stream) or ``n`` times."""
 
@@ -43,7 +43,7 @@ async def hot(request: Request) -> AsyncIterator[Any]:
     return counted(items())
 
 
-@app.stream("/paced")
+@app.dual("/paced")
 async def paced(request: Request) -> AsyncIterator[Any]:
     async def items() -> AsyncIterator[Any]:
         delay = float(request.query.get("delay", "0.01"))
@@ -57,7 +57,7 @@ async def paced(request: Request) -> AsyncIterator[Any]:
     return counted(items())
 
 
-@app.stream("/blocked")
+@app.dual("/blocked")
 async def blocked(request: Request) -> AsyncIterator[Any]:
     """One event, then waits forever."""
 
@@ -68,7 +68,7 @@ async def blocked(request: Request) -> AsyncIterator[Any]:
     return counted(items())
 
 
-@app.stream("/silent", heartbeat=0.2)
+@app.dual("/silent", heartbeat=0.2)
 async def silent(request: Request) -> AsyncIterator[Any]:
     async def items() -> AsyncIterator[Any]:
         await anyio.sleep(float(request.query.get("wait", "0.7")))
@@ -77,7 +77,7 @@ async def silent(request: Request) -> AsyncIterator[Any]:
     return counted(items())
 
 
-@app.stream("/stall", idle_timeout=0.3)
+@app.dual("/stall", idle_timeout=0.3)
 async def stall(request: Request) -> AsyncIterator[Any]:
     async def items() -> AsyncIterator[Any]:
         yield 1
@@ -87,7 +87,7 @@ async def stall(request: Request) -> AsyncIterator[Any]:
     return counted(items())
 
 
-@app.stream("/fail")
+@app.dual("/fail")
 async def fail(request: Request) -> AsyncIterator[Any]:
     """``?at=N``: raise after N items; ``?kind=http`` raises a 409 HTTPError instead."""
     at = int(request.query.get("at", "0"))
@@ -100,7 +100,7 @@ async def fail(request: Request) -> AsyncIterator[Any]:
     raise RuntimeError("secret internal detail")
 
 
-@app.stream("/hostile")
+@app.dual("/hostile")
 async def hostile(request: Request) -> AsyncIterator[Any]:
     yield "a\r\nb\rc\nd"
     yield "x\n\nevent: evil\ndata: injected"
@@ -110,25 +110,25 @@ async def hostile(request: Request) -> AsyncIterator[Any]:
     yield ""
 
 
-@app.stream("/bad-id")
+@app.dual("/bad-id")
 async def bad_id(request: Request) -> AsyncIterator[Any]:
     yield Event("ok")
     yield Event("bad", id="evil\nid")
 
 
-@app.stream("/tokens", reduce=collect_text())
+@app.dual("/tokens", reduce=joined_text())
 async def tokens(request: Request) -> AsyncIterator[str]:
     for word in ("Hello", ", ", "world", "!"):
         yield word
 
 
-@app.stream("/last", reduce=collect_last())
+@app.dual("/last", reduce=last_item())
 async def last(request: Request) -> AsyncIterator[dict[str, int]]:
     for i in range(5):
         yield {"progress": i}
 
 
-@app.stream("/limited", max_items=10, max_bytes=2000, timeout=0.5)
+@app.dual("/limited", max_items=10, max_bytes=2000, timeout=0.5)
 async def limited(request: Request) -> AsyncIterator[Any]:
     n = int(request.query.get("n", "5"))
     size = int(request.query.get("size", "1"))
@@ -139,7 +139,7 @@ async def limited(request: Request) -> AsyncIterator[Any]:
         yield "y" * size
 
 
-@app.stream("/stream-only", modes=("stream",), default="stream", done=True, ids=False)
+@app.dual("/stream-only", modes=("stream",), default="stream", done=True, ids=False)
 async def stream_only(request: Request) -> AsyncIterator[int]:
     for i in range(3):
         yield i
@@ -165,7 +165,7 @@ async def state(request: Request) -> dict[str, Any]:
     return {"greeting": request.state.get("greeting")}
 
 
-@app.stream("/upload", methods=["POST"], default="stream")
+@app.dual("/upload", methods=["POST"], default="stream")
 async def upload(request: Request) -> AsyncIterator[Any]:
     """Reads its JSON body inside the generator, after the stream's watcher has started."""
     await anyio.sleep(0.01)  # the disconnect watcher is first in line on receive() by now
@@ -174,6 +174,6 @@ async def upload(request: Request) -> AsyncIterator[Any]:
         yield word
 
 
-@app.stream("/stalled", methods=["POST"], default="stream", body_timeout=0.5)
+@app.dual("/stalled", methods=["POST"], default="stream", body_timeout=0.5)
 async def stalled(request: Request) -> AsyncIterator[Any]:
     yield await request.json()

@@ -17,8 +17,9 @@ import anyio
 import anyio.lowlevel
 
 from asgistream import App, HTTPError, Request
-from asgistream.limiter import Limiter
-from asgistream.metrics import MetricsMiddleware, PrometheusSink
+from asgistream.middleware.limiter import Limiter
+from asgistream.middleware.metrics import MetricsMiddleware
+from asgistream.middleware.prometheus import PrometheusSink
 
 inner = App()
 sink = PrometheusSink()
@@ -60,7 +61,7 @@ async def get_stats(request: Request) -> dict[str, Any]:
     }
 
 
-@inner.stream("/hot")
+@inner.dual("/hot")
 async def hot(request: Request) -> AsyncIterator[Any]:
     async def items() -> AsyncIterator[Any]:
         payload = "x" * int(request.query.get("size", "16"))
@@ -72,7 +73,7 @@ async def hot(request: Request) -> AsyncIterator[Any]:
     return counted(items())
 
 
-@inner.stream("/paced")
+@inner.dual("/paced")
 async def paced(request: Request) -> AsyncIterator[Any]:
     async def items() -> AsyncIterator[Any]:
         delay = float(request.query.get("delay", "0.01"))
@@ -83,7 +84,7 @@ async def paced(request: Request) -> AsyncIterator[Any]:
     return counted(items())
 
 
-@inner.stream("/blocked")
+@inner.dual("/blocked")
 async def blocked(request: Request) -> AsyncIterator[Any]:
     async def items() -> AsyncIterator[Any]:
         yield {"hello": "world"}
@@ -92,7 +93,7 @@ async def blocked(request: Request) -> AsyncIterator[Any]:
     return counted(items())
 
 
-@inner.stream("/flaky")
+@inner.dual("/flaky")
 async def flaky(request: Request) -> AsyncIterator[Any]:
     """Raises after ``seed % 6`` items, with an exception type chosen by the seed."""
     seed = int(request.query["seed"])
@@ -109,7 +110,7 @@ async def flaky(request: Request) -> AsyncIterator[Any]:
     return counted(items())
 
 
-@inner.stream("/upload", methods=("POST",))
+@inner.dual("/upload", methods=("POST",))
 async def upload(request: Request) -> AsyncIterator[Any]:
     """Streams back the items of a JSON list body (read before the first event)."""
     stats["started"] += 1

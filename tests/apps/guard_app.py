@@ -9,9 +9,10 @@ from typing import Any
 import anyio
 
 from asgistream import App, DualEndpoint, Request
-from asgistream.eventlog import parse_last_event_id
-from asgistream.limiter import Limiter, by_mode
-from asgistream.metrics import MetricsMiddleware, PrometheusSink
+from asgistream.middleware.limiter import Limiter, by_mode
+from asgistream.middleware.metrics import MetricsMiddleware
+from asgistream.middleware.prometheus import PrometheusSink
+from asgistream.patterns.eventlog import parse_last_event_id
 
 inner = App()
 sink = PrometheusSink()
@@ -34,7 +35,7 @@ async def limits(request: Request) -> dict[str, Any]:
     }
 
 
-@inner.stream("/items")
+@inner.dual("/items")
 async def items(request: Request) -> AsyncIterator[Any]:
     """``n`` items, ``delay`` seconds apart; resumes after a numeric ``Last-Event-ID``."""
     last = parse_last_event_id(request.last_event_id)
@@ -47,7 +48,7 @@ async def items(request: Request) -> AsyncIterator[Any]:
         yield {"i": i}
 
 
-@inner.stream("/hold")
+@inner.dual("/hold")
 async def hold(request: Request) -> AsyncIterator[Any]:
     yield "held"
     await anyio.sleep_forever()

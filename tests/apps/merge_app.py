@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 
 from asgistream import App, HTTPError, Request
-from asgistream.merge import merge
+from asgistream.patterns.merge import merge
 
 app = App()
 stats = {"started": 0, "finished": 0}
@@ -33,7 +33,7 @@ async def get_stats(request: Request) -> dict[str, Any]:
     return dict(stats)
 
 
-@app.stream("/endless")
+@app.dual("/endless")
 async def endless(request: Request) -> AsyncIterator[Any]:
     """Three endless sources; ``?fail=N``: the third fails after N items."""
     fail = request.query.get("fail")

@@ -15,8 +15,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from asgistream.negotiation import SCOPE_KEY, NegotiationMiddleware
-from asgistream.types import Scope
+from asgistream._types import Scope
+from asgistream.middleware.negotiation import NegotiationMiddleware
+from asgistream.negotiation import SCOPE_KEY
 
 
 def negotiated(scope: Scope) -> bool:

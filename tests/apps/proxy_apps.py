@@ -13,9 +13,10 @@ from typing import Any
 
 import anyio
 
-from asgistream import App, HTTPError, Mode, Request, Response, StreamingResponse
-from asgistream.proxy import Upstream
-from asgistream.types import ASGIApp
+from asgistream import App, EventStreamResponse, HTTPError, Mode, Request
+from asgistream._types import ASGIApp
+from asgistream.patterns.proxy import Upstream
+from asgistream.responses import Response
 
 # -- the upstream ----------------------------------------------------------------------------
 
@@ -33,7 +34,7 @@ async def counted(items: AsyncIterator[Any]) -> AsyncIterator[Any]:
         counts["finished"] += 1
 
 
-@upstream.stream("/paced", methods=("GET", "POST"), default=Mode.STREAM, ids=False, done=True)
+@upstream.dual("/paced", methods=("GET", "POST"), default=Mode.STREAM, ids=False, done=True)
 async def paced(request: Request) -> AsyncIterator[Any]:
     """``wait`` seconds, ``n`` events ``gap`` seconds apart, then ``stall`` seconds."""
 
@@ -51,7 +52,7 @@ async def paced(request: Request) -> AsyncIterator[Any]:
     return counted(items())
 
 
-@upstream.stream("/flaky", default=Mode.STREAM, ids=False)
+@upstream.dual("/flaky", default=Mode.STREAM, ids=False)
 async def flaky(request: Request) -> AsyncIterator[Any]:
     """503 for the first ``fail`` requests with this ``key``, then two events."""
     key = request.query["key"]
@@ -82,7 +83,7 @@ async def stalling_chat(request: Request) -> ASGIApp:
         }
         await anyio.sleep(30)
 
-    return StreamingResponse(counted(items()), ids=False)
+    return EventStreamResponse(counted(items()), ids=False)
 
 
 @upstream.route("/attempts/{key}")

@@ -24,14 +24,7 @@ import pytest
 from anyio.abc import SocketAttribute, SocketStream
 from anyio.from_thread import start_blocking_portal
 
-from asgistream.client import (
-    AsyncClient,
-    Client,
-    RetryError,
-    RetryPolicy,
-    StatusError,
-    StreamError,
-)
+from asgistream.client import AsyncClient, Client, RetryError, RetryPolicy, StatusError, StreamError
 from tests.server import ROOT, Server, free_port, serve
 
 pytestmark = pytest.mark.e2e

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from . import shutdown as _shutdown
-from .errors import HTTPError, send_error
-from .negotiation import Mode, NegotiationError, get_mode, negotiate
-from .types import ASGIApp, Message, Receive, Scope, Send
+from .. import shutdown as _shutdown
+from .._types import ASGIApp, Message, Receive, Scope, Send
+from ..errors import HTTPError, send_error
+from ..negotiation import Mode, NegotiationError, get_mode, negotiate
 
 if TYPE_CHECKING:
     from .metrics import Sink
@@ -75,7 +75,7 @@ class Limiter:
     ``None``: wait as long as it takes). ``retry_after``: the ``Retry-After`` seconds of a
     rejection. ``max_waiting``: requests that may wait at once; more are rejected at once
     (``None``: no limit). ``name`` labels this limiter in metrics; ``sink`` records waits and
-    rejections (see :mod:`asgistream.metrics`).
+    rejections (see :mod:`asgistream.middleware.metrics`).
     """
 
     def __init__(

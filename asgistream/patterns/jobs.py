@@ -20,8 +20,8 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from .errors import HTTPError
-from .sse import Event
+from ..errors import HTTPError
+from ..sse import Event
 
 __all__ = [
     "DEFAULT_MAX_FINISHED",

@@ -30,13 +30,13 @@ from typing import Any, Protocol
 
 import orjson
 
-from .batch import BatchResponse
-from .errors import HTTPError
-from .negotiation import SCOPE_KEY, Mode, negotiate_scope
-from .producer import aclose
-from .request import Request
-from .streaming import DEFAULT_HEARTBEAT, StreamingResponse
-from .types import ASGIApp
+from .._types import ASGIApp
+from ..batch import BatchResponse
+from ..errors import HTTPError
+from ..negotiation import SCOPE_KEY, Mode, negotiate_scope
+from ..producer import aclose
+from ..request import Request
+from ..streaming import DEFAULT_HEARTBEAT, EventStreamResponse
 
 __all__ = [
     "ChatCompletions",
@@ -487,7 +487,7 @@ class ChatCompletions:
     Register it with ``app.route("/v1/chat/completions", methods=("POST",))(handler)``.
     ``models``, if given, are the model names accepted (others get OpenAI's 404
     ``model_not_found``). ``heartbeat`` and ``send_timeout`` are the stream's (see
-    :class:`~asgistream.StreamingResponse`); ``timeout`` bounds a batch answer in seconds.
+    :class:`~asgistream.EventStreamResponse`); ``timeout`` bounds a batch answer in seconds.
     """
 
     def __init__(
@@ -538,7 +538,7 @@ class ChatCompletions:
         shapes = _Shapes(chat.model, chat.include_usage)
         tokens = _tokens(self.model, chat)
         if mode is Mode.STREAM:
-            return StreamingResponse(
+            return EventStreamResponse(
                 _chunks(tokens, shapes, chat.include_usage, prompt),
                 headers=headers,
                 heartbeat=self.heartbeat,

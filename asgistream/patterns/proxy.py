@@ -35,16 +35,16 @@ from typing import Any, TypeVar
 import anyio
 import httpx
 
+from .._types import ASGIApp, Receive, Scope, Send
+from ..disconnect import Watch
+from ..errors import HTTPError, send_error
+from ..middleware.limiter import Limiter, LimiterFull
+from ..producer import aclose
+from ..request import Request
+from ..responses import Response
+from ..sse import Event
+from ..streaming import DEFAULT_HEARTBEAT, EventStreamResponse
 from .chat import error_chunk, openai_error
-from .disconnect import Watch
-from .errors import HTTPError, send_error
-from .limiter import Limiter, LimiterFull
-from .producer import aclose
-from .request import Request
-from .responses import Response
-from .sse import Event
-from .streaming import DEFAULT_HEARTBEAT, StreamingResponse
-from .types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["Upstream"]
 
@@ -98,7 +98,7 @@ class Upstream:
     between them (``backoff * 2**n`` seconds, jittered, at most ``max_backoff``).
     ``headers``: sent with every request, over the client's own (an API key, say).
     ``heartbeat``, ``send_timeout``: those of the relayed stream (see
-    :class:`~asgistream.StreamingResponse`).
+    :class:`~asgistream.EventStreamResponse`).
 
     Use it as an async context manager, or call :meth:`open` and :meth:`aclose`, in the app's
     lifespan.
@@ -371,7 +371,7 @@ class _Forward:
                 media_type=response.headers.get("content-type"),
                 headers=headers,
             )
-        return StreamingResponse(
+        return EventStreamResponse(
             _relay(answer.first, answer.lines, self.upstream.timeout.read),
             status=response.status_code,
             headers=headers,

@@ -22,8 +22,8 @@ from typing import Any, Protocol
 
 import anyio
 
-from .errors import HTTPError
-from .sse import Event
+from ..errors import HTTPError
+from ..sse import Event
 
 __all__ = [
     "DEFAULT_CAPACITY",

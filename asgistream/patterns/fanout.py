@@ -24,8 +24,8 @@ from typing import Any
 
 import anyio
 
-from .errors import HTTPError
-from .sse import Event
+from ..errors import HTTPError
+from ..sse import Event
 
 __all__ = [
     "DEFAULT_MAX_SUBSCRIBERS",

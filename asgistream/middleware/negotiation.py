@@ -1,0 +1,50 @@
+"""Negotiation as middleware, for any ASGI app (Starlette and FastAPI included)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .._types import ASGIApp, Message, Receive, Scope, Send
+from ..errors import send_error
+from ..negotiation import Mode, NegotiationError, add_vary_accept, negotiate_scope
+
+__all__ = ["NegotiationMiddleware"]
+
+
+class NegotiationMiddleware:
+    """Negotiate the mode of every HTTP request and store it in ``scope["asgistream.mode"]``.
+
+    Requests for which ``include(scope)`` is false (by default none) pass through untouched.
+    A request that cannot be negotiated is answered here with a JSON 400 or 406. Every
+    negotiated response carries ``Vary: Accept``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        default: Mode = Mode.BATCH,
+        include: Callable[[Scope], bool] | None = None,
+    ) -> None:
+        self.app = app
+        self.default = Mode(default)
+        self.include = include
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (self.include is not None and not self.include(scope)):
+            await self.app(scope, receive, send)
+            return
+        try:
+            negotiate_scope(scope, default=self.default)
+        except NegotiationError as exc:
+            await send_error(send, exc, [(b"vary", b"Accept")])
+            return
+
+        async def send_with_vary(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                add_vary_accept(headers)
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_vary)
