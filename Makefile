@@ -23,7 +23,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict asgistream
+	$(BIN)/mypy --strict asgistream examples benchmarks
 
 # Debian's Chromium for the tests that need a real browser's EventSource.
 browser:

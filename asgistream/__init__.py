@@ -14,6 +14,7 @@ from .batch import BatchResponse, as_list, joined_text, last_item
 from .endpoint import DualEndpoint
 from .errors import HTTPError
 from .negotiation import Mode, negotiate
+from .options import BatchOptions, StreamOptions
 from .request import Request
 from .responses import JSONResponse
 from .sse import Event
@@ -21,6 +22,7 @@ from .streaming import EventStreamResponse
 
 __all__ = [
     "App",
+    "BatchOptions",
     "BatchResponse",
     "DualEndpoint",
     "Event",
@@ -29,6 +31,7 @@ __all__ = [
     "JSONResponse",
     "Mode",
     "Request",
+    "StreamOptions",
     "as_list",
     "joined_text",
     "last_item",

@@ -1,8 +1,18 @@
-"""The application: routes, dual-mode endpoints, lifespan hooks and state."""
+"""The application: where a request enters, and what lives as long as the server.
+
+The data path, one module per step: :meth:`App.__call__` marks the request's scope (the app
+itself, for ``request.app``; its :class:`~asgistream.shutdown.Shutdown`) and hands it to the
+:class:`~asgistream.routing.Router`, which finds the endpoint (:mod:`asgistream.endpoint`).
+A dual-mode endpoint negotiates the mode (:mod:`asgistream.negotiation`) and runs its producer
+through :mod:`asgistream.streaming` (SSE) or :mod:`asgistream.batch` (JSON), which ``send``.
+Besides requests, the app runs the lifespan: hooks, ``state``, its task group, and ending the
+open streams when the server shuts down.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import AbstractAsyncContextManager
@@ -13,10 +23,13 @@ import anyio.abc
 from anyio.abc import TaskGroup
 
 from . import shutdown as _shutdown
+from ._headers import ResponseHeaders
 from ._types import ASGIApp, Receive, Scope, Send
 from .endpoint import DualEndpoint, Endpoint, Handler, ProducerFunction
-from .errors import HTTPError, send_error
-from .request import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE
+from .errors import as_http_error, send_error
+from .negotiation import Mode
+from .options import BatchOptions, StreamOptions
+from .request import APP_SCOPE_KEY, DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE
 from .routing import Router
 
 __all__ = ["App"]
@@ -25,6 +38,18 @@ logger = logging.getLogger("asgistream")
 
 Hook = Callable[["App"], Awaitable[None]]
 Lifespan = Callable[["App"], AbstractAsyncContextManager[None]]
+
+
+class _AppDefault(enum.Enum):
+    """The app's own value of a setting (``App(max_body_size=..., body_timeout=...)``)."""
+
+    APP = "the app's"
+
+    def __repr__(self) -> str:
+        return "<the app's>"
+
+
+_APP = _AppDefault.APP
 
 
 class App:
@@ -76,17 +101,35 @@ class App:
         return decorate
 
     def dual(
-        self, path: str, *, methods: Collection[str] = ("GET",), **options: Any
+        self,
+        path: str,
+        *,
+        methods: Collection[str] = ("GET",),
+        default: Mode = Mode.BATCH,
+        modes: Collection[Mode] = (Mode.BATCH, Mode.STREAM),
+        headers: ResponseHeaders | None = None,
+        stream: StreamOptions = StreamOptions(),
+        batch: BatchOptions = BatchOptions(),
+        max_body_size: int | _AppDefault = _APP,
+        body_timeout: float | _AppDefault | None = _APP,
     ) -> Callable[[ProducerFunction], DualEndpoint]:
         """Serve an async generator of a request on ``path``, as a stream or a batch.
 
-        ``options`` are those of :class:`~asgistream.DualEndpoint`.
+        The keywords are those of :class:`~asgistream.DualEndpoint`; ``max_body_size`` and
+        ``body_timeout`` are the app's unless given.
         """
 
         def decorate(producer: ProducerFunction) -> DualEndpoint:
-            options.setdefault("max_body_size", self.max_body_size)
-            options.setdefault("body_timeout", self.body_timeout)
-            endpoint = DualEndpoint(producer, **options)
+            endpoint = DualEndpoint(
+                producer,
+                default=default,
+                modes=modes,
+                headers=headers,
+                stream=stream,
+                batch=batch,
+                max_body_size=self.max_body_size if max_body_size is _APP else max_body_size,
+                body_timeout=self.body_timeout if body_timeout is _APP else body_timeout,
+            )
             self.router.add_route(path, endpoint, methods)
             return endpoint
 
@@ -118,14 +161,13 @@ class App:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            scope["asgistream.app"] = self
+            scope[APP_SCOPE_KEY] = self
             scope[_shutdown.SCOPE_KEY] = self.shutdown
             try:
                 await self.router(scope, receive, send)
             except Exception as exc:
                 # Endpoints answer their own errors; this is a last resort for mounted apps.
-                logger.error("unhandled error", exc_info=exc)
-                await send_error(send, HTTPError(500, "Internal server error"))
+                await send_error(send, as_http_error(exc, "unhandled error"))
         elif kind == "lifespan":
             await self._run_lifespan(scope, receive, send)
         else:

@@ -1,29 +1,30 @@
-"""The batch response: the same producer collected into one JSON body.
+"""The batch response: the step that collects a producer's items into one JSON body.
 
-A reducer decides the body's shape: all items as a list (the default), the last item only,
-or their text concatenated (an LLM answer). Limits on items, bytes and time end in a clear
-JSON error instead of a huge, truncated or never-ending body, and a client that gives up
-cancels the work, exactly as for a stream.
+A :class:`~asgistream.DualEndpoint` hands its producer here when the request negotiated a
+batch (it is a plain ASGI app, usable on its own too). A reducer decides the body's shape: all
+items as a list (the default), the last item only, or their text concatenated (an LLM answer).
+Limits on items, bytes and time (:class:`~asgistream.BatchOptions`) end in a clear JSON error
+instead of a huge, truncated or never-ending body, and a client that gives up cancels the work
+through the same :class:`~asgistream.disconnect.Watch` a stream uses.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import AsyncIterable, Callable, Mapping
+from collections.abc import AsyncIterable, Callable
 from typing import Any, Protocol
 
 import orjson
 
+from ._headers import ResponseHeaders, encode_headers
 from ._types import Receive, Scope, Send
 from .disconnect import Watch
-from .errors import HTTPError, send_error
+from .errors import HTTPError, as_http_error, send_error
+from .options import DEFAULT_MAX_BYTES, DEFAULT_MAX_ITEMS, BatchOptions
 from .producer import aclose
 from .sse import Event
 
 __all__ = [
-    "DEFAULT_MAX_BYTES",
-    "DEFAULT_MAX_ITEMS",
     "BatchResponse",
     "Reducer",
     "ReducerFactory",
@@ -33,13 +34,8 @@ __all__ = [
     "last_item",
 ]
 
-DEFAULT_MAX_ITEMS = 100_000
-DEFAULT_MAX_BYTES = 16 * 1024 * 1024
-
 _BLOCK_ITEMS = 1024
 """Items handed to the reducer together; the limits are checked per block and at the end."""
-
-logger = logging.getLogger("asgistream")
 
 
 class Reducer(Protocol):
@@ -226,59 +222,53 @@ def _too_large(what: str) -> HTTPError:
     )
 
 
+_default_reducer = as_list()
+
+
 class BatchResponse:
     """Answer with the items of ``producer`` collected into one JSON body.
 
-    ``reduce`` makes the reducer that shapes the body (default: ``{"items": [...]}``).
-    ``max_items``/``max_bytes`` bound the body (``None``: no limit); ``timeout`` bounds the
-    whole collection in seconds and answers 504 when passed.
+    ``options`` shape and bound the body (the reducer, ``max_items``, ``max_bytes``,
+    ``timeout``; see :class:`~asgistream.BatchOptions`). ``headers`` are added to the answer,
+    an error included.
     """
 
     def __init__(
         self,
         producer: AsyncIterable[Any],
+        options: BatchOptions = BatchOptions(),
         *,
-        reduce: ReducerFactory | None = None,
-        max_items: int | None = DEFAULT_MAX_ITEMS,
-        max_bytes: int | None = DEFAULT_MAX_BYTES,
-        timeout: float | None = None,
         status: int = 200,
-        headers: Mapping[str, str] | None = None,
+        headers: ResponseHeaders | None = None,
     ) -> None:
         self.producer = producer
-        self.reduce = reduce or as_list()
-        self.max_items = max_items
-        self.max_bytes = max_bytes
-        self.timeout = timeout
+        self.options = options
         self.status = status
-        self.headers = [
-            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()
-        ]
+        self.headers = encode_headers(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        options = self.options
         body = b""
         error: HTTPError | None = None
         watch = Watch(receive)
         async with watch:
-            if self.timeout is not None:
-                watch.deadline(asyncio.get_running_loop().time() + self.timeout)
+            if options.timeout is not None:
+                watch.deadline(asyncio.get_running_loop().time() + options.timeout)
             try:
+                reducer = (options.reduce or _default_reducer)()
                 body = await collect(
                     self.producer,
-                    self.reduce(),
-                    max_items=self.max_items,
-                    max_bytes=self.max_bytes,
+                    reducer,
+                    max_items=options.max_items,
+                    max_bytes=options.max_bytes,
                 )
-            except HTTPError as exc:
-                error = exc
             except Exception as exc:
-                logger.error("producer failed", exc_info=exc)
-                error = HTTPError(500, "Internal server error", type="internal_error")
+                error = as_http_error(exc, "producer failed")
         if watch.disconnected:
             return
         if watch.reason == "timeout":
             error = HTTPError(
-                504, f"The batch was not complete within {self.timeout} s", type="timeout"
+                504, f"The batch was not complete within {options.timeout} s", type="timeout"
             )
         try:
             if error is not None:

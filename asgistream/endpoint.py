@@ -1,31 +1,36 @@
-"""Endpoints: plain handlers and dual-mode producers, each a plain ASGI app."""
+"""Endpoints: the step after routing, where a request meets the code that answers it.
+
+:class:`Endpoint` (``@app.route``) runs a handler that answers once. :class:`DualEndpoint`
+(``@app.dual``) negotiates the mode (:mod:`asgistream.negotiation`), reads the request body if
+there is one, calls the producer function, and hands its producer to the next step:
+:class:`~asgistream.EventStreamResponse` (:mod:`asgistream.streaming`) for a stream or
+:class:`~asgistream.BatchResponse` (:mod:`asgistream.batch`) for one JSON body. Both endpoints
+are plain ASGI apps, which can be mounted in any other framework.
+"""
 
 from __future__ import annotations
 
 import inspect
-import logging
-from collections.abc import AsyncIterable, Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Collection
 from typing import Any
 
+from ._headers import ResponseHeaders, encode_headers, with_vary_accept
 from ._types import ASGIApp, Receive, Scope, Send
-from .batch import DEFAULT_MAX_BYTES, DEFAULT_MAX_ITEMS, BatchResponse, ReducerFactory
-from .errors import HTTPError, send_error
-from .negotiation import Mode, NegotiationError, negotiate_scope
+from .batch import BatchResponse
+from .errors import as_http_error, send_error
+from .negotiation import Mode, negotiate_scope
+from .options import BatchOptions, StreamOptions
 from .request import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE, Request
 from .responses import JSONResponse, Response
-from .streaming import DEFAULT_HEARTBEAT, EventStreamResponse, check_options
+from .streaming import EventStreamResponse
 
 __all__ = ["DualEndpoint", "Endpoint", "Handler", "ProducerFunction"]
-
-logger = logging.getLogger("asgistream")
 
 Handler = Callable[[Request], Awaitable[Any]]
 """``async def handler(request)`` returning a dict/list (JSON), ``None`` (204) or an ASGI app."""
 
 ProducerFunction = Callable[[Request], AsyncIterable[Any] | Awaitable[AsyncIterable[Any]]]
 """An async generator function of a request, or an async function returning a producer."""
-
-_VARY = {"vary": "Accept"}
 
 
 class Endpoint:
@@ -48,24 +53,10 @@ class Endpoint:
         )
         try:
             result = await self.handler(request)
-        except HTTPError as exc:
-            await send_error(send, exc)
-            return
         except Exception as exc:
-            logger.error("handler failed", exc_info=exc)
-            await send_error(send, HTTPError(500, "Internal server error"))
+            await send_error(send, as_http_error(exc, "handler failed"))
             return
         await _as_app(result)(scope, receive, send)
-
-
-def _has_body(scope: Scope) -> bool:
-    for name, value in scope["headers"]:
-        name = name.lower()
-        if (name == b"content-length" and value.strip() not in (b"0", b"")) or (
-            name == b"transfer-encoding"
-        ):
-            return True
-    return False
 
 
 def _as_app(result: Any) -> ASGIApp:
@@ -81,9 +72,11 @@ class DualEndpoint:
     """An ASGI app that answers with a producer's items as a stream or a batch.
 
     The mode is negotiated per request (see :mod:`asgistream.negotiation`); ``modes`` are
-    the ones offered and ``default`` is used when the client states no preference. Stream
-    options go to :class:`~asgistream.EventStreamResponse`, batch options to
-    :class:`~asgistream.BatchResponse`.
+    the ones offered and ``default`` is used when the client states no preference. ``stream``
+    shapes the answer as an :class:`~asgistream.EventStreamResponse`, ``batch`` as a
+    :class:`~asgistream.BatchResponse`; ``headers`` go on every answer, errors included.
+    ``max_body_size`` and ``body_timeout`` bound the request body (see
+    :meth:`Request.body <asgistream.Request.body>`).
     """
 
     def __init__(
@@ -92,69 +85,58 @@ class DualEndpoint:
         *,
         default: Mode = Mode.BATCH,
         modes: Collection[Mode] = (Mode.BATCH, Mode.STREAM),
-        headers: Mapping[str, str] | None = None,
+        headers: ResponseHeaders | None = None,
+        stream: StreamOptions = StreamOptions(),
+        batch: BatchOptions = BatchOptions(),
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
-        heartbeat: float | None = DEFAULT_HEARTBEAT,
-        idle_timeout: float | None = None,
-        send_timeout: float | None = None,
-        ids: bool = True,
-        done: bool = False,
-        retry: int | None = None,
-        reduce: ReducerFactory | None = None,
-        max_items: int | None = DEFAULT_MAX_ITEMS,
-        max_bytes: int | None = DEFAULT_MAX_BYTES,
-        timeout: float | None = None,
     ) -> None:
         if default not in modes:
             raise ValueError(f"default mode {default} is not among the modes {list(modes)}")
+        if not isinstance(stream, StreamOptions) or not isinstance(batch, BatchOptions):
+            raise TypeError("stream= takes a StreamOptions and batch= a BatchOptions")
         self.producer = producer
         self.default = Mode(default)
         self.modes = tuple(Mode(m) for m in modes)
-        self.headers = {**(headers or {}), **(_VARY if len(self.modes) > 1 else {})}
+        self.stream = stream
+        self.batch = batch
         self.max_body_size = max_body_size
         self.body_timeout = body_timeout
-        self.stream_options: dict[str, Any] = dict(
-            heartbeat=heartbeat,
-            idle_timeout=idle_timeout,
-            send_timeout=send_timeout,
-            ids=ids,
-            done=done,
-            retry=retry,
-        )
-        self.batch_options: dict[str, Any] = dict(
-            reduce=reduce, max_items=max_items, max_bytes=max_bytes, timeout=timeout
-        )
-        check_options(
-            heartbeat=heartbeat, idle_timeout=idle_timeout, send_timeout=send_timeout, retry=retry
-        )
+        own = encode_headers(headers)
+        # Which answer a request gets depends on its Accept header when there is a choice;
+        # an error of negotiation always does.
+        self.headers = with_vary_accept(own) if len(self.modes) > 1 else own
+        self.error_headers = with_vary_accept(own)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             mode = negotiate_scope(scope, default=self.default, available=self.modes)
-        except NegotiationError as exc:
-            await send_error(send, exc, [(b"vary", b"Accept")])
-            return
-        request = Request(
-            scope, receive, max_body_size=self.max_body_size, body_timeout=self.body_timeout
-        )
-        try:
+            request = Request(
+                scope, receive, max_body_size=self.max_body_size, body_timeout=self.body_timeout
+            )
             if _has_body(scope):
                 # Read it now: once the response runs, its disconnect watcher owns receive().
                 await request.body()
             producer = self.producer(request)
             if inspect.isawaitable(producer):
                 producer = await producer
-        except HTTPError as exc:
-            await send_error(send, exc, [(b"vary", b"Accept")])
-            return
         except Exception as exc:
-            logger.error("producer function failed", exc_info=exc)
-            await send_error(send, HTTPError(500, "Internal server error"))
+            error = as_http_error(exc, "producer function failed")
+            await send_error(send, error, self.error_headers)
             return
         response: ASGIApp
         if mode is Mode.STREAM:
-            response = EventStreamResponse(producer, headers=self.headers, **self.stream_options)
+            response = EventStreamResponse(producer, self.stream, headers=self.headers)
         else:
-            response = BatchResponse(producer, headers=self.headers, **self.batch_options)
+            response = BatchResponse(producer, self.batch, headers=self.headers)
         await response(scope, receive, send)
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        name = name.lower()
+        if (name == b"content-length" and value.strip() not in (b"0", b"")) or (
+            name == b"transfer-encoding"
+        ):
+            return True
+    return False

@@ -1,12 +1,12 @@
-"""The producer contract shared by streaming and batch responses.
+"""The producer contract shared by the streaming and batch responses.
 
 A producer is an async iterator (usually an async generator) of items. An item is a value
-sent as JSON data, ``str``/``bytes`` sent as text, or an :class:`~asgistream.sse.Event` for
+sent as JSON data, ``str``/``bytes`` sent as text, or an :class:`~asgistream.Event` for
 full control in stream mode (batch mode collects its ``data``).
 
 ``start_step`` and ``finish_step`` split one ``await producer.__anext__()`` in two (they
-drive the awaitable's ``__await__()`` iterator), so the
-caller learns whether the producer has an item ready *now* or is about to wait. Streaming
+drive the awaitable's ``__await__()`` iterator), so the caller learns whether the producer
+has an item ready *now* or is about to wait. Streaming
 uses it to coalesce the items that are already there into one ``send`` while sending a lone
 item at once. ``finish_step`` is exactly what ``await`` does with the rest of the step, so
 cancellation and exceptions reach the producer as they would through a plain ``await``.

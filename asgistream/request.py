@@ -1,4 +1,9 @@
-"""The request: headers, query, path parameters, body and JSON, read from an ASGI scope."""
+"""The request an endpoint's function is given: headers, query, path parameters, body, JSON.
+
+Everything is read lazily from the ASGI scope and ``receive``; the body is bounded in size and
+in time. ``request.app`` is the :class:`~asgistream.App` serving it, ``request.state`` the
+lifespan state.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +18,20 @@ from ._types import Receive, Scope
 from .errors import HTTPError
 
 if TYPE_CHECKING:
+    from .app import App
     from .negotiation import Mode
 
-__all__ = ["DEFAULT_BODY_TIMEOUT", "DEFAULT_MAX_BODY_SIZE", "Headers", "QueryParams", "Request"]
+__all__ = [
+    "APP_SCOPE_KEY",
+    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_MAX_BODY_SIZE",
+    "Headers",
+    "QueryParams",
+    "Request",
+]
+
+APP_SCOPE_KEY = "asgistream.app"
+"""Where an :class:`~asgistream.App` puts itself in the scope of each request it serves."""
 
 DEFAULT_MAX_BODY_SIZE = 1024 * 1024
 """Bytes of request body read at most; more gives 413."""
@@ -135,6 +151,21 @@ class Request:
     def path_params(self) -> dict[str, str]:
         params: dict[str, str] = self.scope.get("path_params", {})
         return params
+
+    @property
+    def app(self) -> App:
+        """The :class:`~asgistream.App` serving this request.
+
+        Raises ``RuntimeError`` when there is none: an endpoint mounted directly in another
+        framework (Starlette, FastAPI) has no asgistream app around it.
+        """
+        app: App | None = self.scope.get(APP_SCOPE_KEY)
+        if app is None:
+            raise RuntimeError(
+                "request.app: no asgistream App serves this request (the endpoint is not "
+                "inside an App); reach shared objects another way, e.g. request.state"
+            )
+        return app
 
     @property
     def state(self) -> dict[str, Any]:

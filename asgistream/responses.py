@@ -1,12 +1,17 @@
-"""Plain responses for handlers that answer once: JSON and empty."""
+"""Plain responses for handlers that answer once: JSON and empty.
+
+A handler of ``@app.route`` returns a dict or a list (sent as a :class:`JSONResponse`),
+``None`` (a 204 :class:`Response`) or any ASGI app, these included. The dual-mode answers are
+:class:`~asgistream.EventStreamResponse` and :class:`~asgistream.BatchResponse`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
+from ._headers import ResponseHeaders, encode_headers
 from ._types import Receive, Scope, Send
 
 __all__ = ["JSONResponse", "Response"]
@@ -21,15 +26,12 @@ class Response:
         *,
         status: int = 200,
         media_type: str | None = None,
-        headers: Mapping[str, str] | None = None,
+        headers: ResponseHeaders | None = None,
     ) -> None:
         self.body = body
         self.status = status
-        raw = [
-            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()
-        ]
-        if media_type is not None:
-            raw.insert(0, (b"content-type", media_type.encode("latin-1")))
+        raw = encode_headers(None if media_type is None else {"content-type": media_type})
+        raw += encode_headers(headers)
         if status not in (204, 304):
             raw.append((b"content-length", b"%d" % len(body)))
         self.headers = raw
@@ -43,7 +45,7 @@ class JSONResponse(Response):
     """``content`` serialized with orjson."""
 
     def __init__(
-        self, content: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
+        self, content: Any, *, status: int = 200, headers: ResponseHeaders | None = None
     ) -> None:
         super().__init__(
             orjson.dumps(content), status=status, media_type="application/json", headers=headers

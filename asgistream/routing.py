@@ -1,4 +1,10 @@
-"""Routing: ``{param}`` paths and methods to ASGI apps, with JSON 404 and 405."""
+"""Routing: the step between the app and the endpoint.
+
+The :class:`Router` matches the path (``{param}`` and ``{param:path}``) and the method to an
+endpoint (:mod:`asgistream.endpoint`) or a mounted ASGI app, puts ``path_params`` in the
+scope, and answers JSON 404 and 405 itself. It knows nothing of modes: negotiation happens in
+the endpoint, once it is known which modes that endpoint offers.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Server-Sent Events encoding, exactly per the WHATWG rules.
 
-This module knows nothing of ASGI: it turns events into bytes. Every payload line becomes a
+This module knows nothing of ASGI: it turns events into bytes, and
+:mod:`asgistream.streaming` sends them. Every payload line becomes a
 ``data:`` line of its own, so no payload can start a field or an event of its own, and the
 single-line fields (``event``, ``id``) refuse CR, LF and NUL.
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, final
 
 import orjson
 
@@ -30,6 +31,7 @@ _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 _FORBIDDEN_IN_FIELD = re.compile(r"[\r\n\x00]")
 
 
+@final
 @dataclass(slots=True)
 class Event:
     """One server-sent event.
@@ -37,6 +39,10 @@ class Event:
     ``data`` may be ``str`` or ``bytes`` (sent as text) or any value orjson serializes (sent
     as JSON). ``id`` and ``event`` must not contain CR, LF or NUL; ``retry`` is in
     milliseconds. ``comment`` adds comment lines before the fields.
+
+    ``Event`` cannot be subclassed: responses recognise it by its exact type (the fast
+    path), so a subclass would be sent as a plain JSON object of its fields. Wrap your own
+    types in an ``Event`` instead.
     """
 
     data: Any = None
@@ -44,6 +50,13 @@ class Event:
     id: str | int | None = None
     retry: int | None = None
     comment: str | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        raise TypeError(
+            f"{cls.__name__} cannot subclass asgistream.Event: responses send exactly Event "
+            "as an event (a subclass would go out as JSON data); yield Event(...) built from "
+            "your type instead"
+        )
 
     def encode(self) -> bytes:
         """The bytes of this event on the wire."""

@@ -1,16 +1,24 @@
-"""The Server-Sent Events response: an ASGI app that streams a producer's items.
+"""The Server-Sent Events response: the step that sends a producer's items as a stream.
 
+A :class:`~asgistream.DualEndpoint` hands its producer here when the request negotiated a
+stream (it is a plain ASGI app, usable on its own too). :mod:`asgistream.sse` turns each item
+into bytes; this module knows ASGI: when to send, what to send on an error, and when to stop.
 How it behaves, in the order a request meets it:
 
 - The status line and headers wait for the first event (or the first heartbeat), so an
   exception before it still becomes a proper HTTP error with a JSON body.
 - Items that are ready together go out in one ``send``; an item that arrives alone goes out
   at once. Every ``send`` is awaited, so a client that stops reading pauses the producer.
-- A watcher task reads ``receive()``; on ``http.disconnect`` (or an ``OSError`` from
-  ``send``) the producer is cancelled wherever it waits and its ``finally`` blocks run.
+- A :class:`~asgistream.disconnect.Watch` reads ``receive()``; on ``http.disconnect`` (or an
+  ``OSError`` from ``send``) the producer is cancelled wherever it waits and its ``finally``
+  blocks run.
 - After ``heartbeat`` seconds without a write, a comment line keeps the connection open.
 - An exception after the first event ends the stream with ``event: error`` and a JSON body
-  ``{"type", "message"}``; tracebacks go to the ``asgistream`` logger, never to the client.
+  ``{"type", "message"}``, decided by :func:`~asgistream.errors.as_http_error`: tracebacks go
+  to the ``asgistream`` logger, never to the client.
+
+The options (:class:`~asgistream.StreamOptions`) were checked when they were made; a stream
+reads them once, into its own state.
 """
 
 from __future__ import annotations
@@ -19,20 +27,19 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable
 from typing import Any
 
 from . import shutdown as _shutdown
+from ._headers import ResponseHeaders, encode_headers
 from ._types import Receive, Scope, Send
 from .disconnect import Watch
-from .errors import HTTPError, error_body, send_error
+from .errors import HTTPError, as_http_error, error_body, send_error
+from .options import StreamOptions
 from .producer import aclose, finish_step, start_step
 from .sse import DONE, HEARTBEAT, Event, encode, encode_data, encode_id_data
 
-__all__ = ["DEFAULT_HEARTBEAT", "FLUSH_BYTES", "EventStreamResponse"]
-
-DEFAULT_HEARTBEAT = 15.0
-"""Seconds without a write after which a heartbeat comment is sent."""
+__all__ = ["FLUSH_BYTES", "EventStreamResponse"]
 
 FLUSH_BYTES = 64 * 1024
 """Coalesced events are sent once they reach this size, even if more are ready."""
@@ -45,54 +52,36 @@ SHUTDOWN_SEND_TIMEOUT = 1.0
 
 logger = logging.getLogger("asgistream")
 
-_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
+_HEADERS = encode_headers(
+    {
+        "content-type": "text/event-stream; charset=utf-8",
+        "cache-control": "no-cache",
+        "x-accel-buffering": "no",
+    }
+)
 
 
 class EventStreamResponse:
     """Stream the items of ``producer`` as Server-Sent Events.
 
-    ``heartbeat``: seconds of silence before a ``:`` comment is sent (``None`` or ``0``: off).
-    ``idle_timeout``: seconds the producer may take for one item before the stream ends with
-    an ``error`` event of type ``timeout`` (``None``: no limit).
-    ``send_timeout``: seconds one write may block on a client that reads nothing before the
-    client is treated as gone (``None``: wait as long as it takes).
-    ``ids``: give items without an id their position (0, 1, ...) as ``id:``.
-    ``done``: end a complete stream with ``data: [DONE]``.
-    ``retry``: the reconnection delay in milliseconds to suggest to clients.
+    ``options`` shape the stream (heartbeats, timeouts, ids, ``[DONE]``, ``retry:``; see
+    :class:`~asgistream.StreamOptions`). ``headers`` are added to the stream's own, and to the
+    error response if the producer fails before its first event.
     """
 
     def __init__(
         self,
         producer: AsyncIterable[Any],
+        options: StreamOptions = StreamOptions(),
         *,
         status: int = 200,
-        headers: Mapping[str, str] | None = None,
-        heartbeat: float | None = DEFAULT_HEARTBEAT,
-        idle_timeout: float | None = None,
-        send_timeout: float | None = None,
-        ids: bool = True,
-        done: bool = False,
-        retry: int | None = None,
+        headers: ResponseHeaders | None = None,
     ) -> None:
-        check_options(
-            heartbeat=heartbeat, idle_timeout=idle_timeout, send_timeout=send_timeout, retry=retry
-        )
         self.producer = producer
+        self.options = options
         self.status = status
-        self.extra_headers = [
-            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()
-        ]
+        self.extra_headers = encode_headers(headers)
         self.headers = _HEADERS + self.extra_headers
-        self.heartbeat = heartbeat or None
-        self.idle_timeout = idle_timeout
-        self.send_timeout = send_timeout or None
-        self.ids = ids
-        self.done = done
-        self.retry = retry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         stream = _Stream(self, send, receive)
@@ -106,25 +95,6 @@ class EventStreamResponse:
                 registry.unregister(stream)
 
 
-def check_options(
-    *,
-    heartbeat: float | None,
-    idle_timeout: float | None,
-    send_timeout: float | None,
-    retry: int | None,
-) -> None:
-    """Raise ``ValueError`` for stream options that make no sense."""
-    for name, value in (
-        ("heartbeat", heartbeat),
-        ("idle_timeout", idle_timeout),
-        ("send_timeout", send_timeout),
-    ):
-        if value is not None and not value >= 0:
-            raise ValueError(f"{name} must be None or >= 0 seconds, not {value!r}")
-    if retry is not None and (type(retry) is not int or retry < 0):
-        raise ValueError(f"retry must be None or a non-negative int, not {retry!r}")
-
-
 class _Stream:
     """The state of one response while it streams."""
 
@@ -135,6 +105,8 @@ class _Stream:
         "gate",
         "iterator",
         "last_write",
+        "options",
+        "raised",
         "response",
         "send",
         "sending_since",
@@ -145,19 +117,22 @@ class _Stream:
 
     def __init__(self, response: EventStreamResponse, send: Send, receive: Receive) -> None:
         self.response = response
+        self.options = options = response.options
         self.send = send
         self.iterator = response.producer.__aiter__()
         self.buffer: list[bytes] = []
-        if response.retry is not None:
-            self.buffer.append(b"retry: %d\n\n" % response.retry)
+        if options.retry is not None:
+            self.buffer.append(b"retry: %d\n\n" % options.retry)
         self.size = 0
         self.count = 0
         self.started = False
-        self.error: BaseException | None = None
+        # What the client will be told, and whether the producer raised it itself.
+        self.error: HTTPError | None = None
+        self.raised = False
         self.gate: asyncio.Event | None = None
         self.sending_since: float | None = None
         self.last_write = 0.0
-        needs_tick = response.heartbeat is not None or response.send_timeout is not None
+        needs_tick = options.heartbeat is not None or options.send_timeout is not None
         self.watch = Watch(receive, self.tick if needs_tick else None)
 
     # -- the producer's side -------------------------------------------------------------
@@ -171,7 +146,9 @@ class _Stream:
             try:
                 await self.pump()
             except Exception as exc:
-                self.error = exc
+                # An OSError once the client is gone comes from our own write: nothing to tell.
+                if not (watch.disconnected and isinstance(exc, OSError)):
+                    self.fail(exc, "producer failed")
             finally:
                 await self.close_producer()
         if watch.disconnected:
@@ -180,19 +157,24 @@ class _Stream:
             self.error = _stopped(watch.reason)
         await self.finish()
 
+    def fail(self, exc: Exception, what: str) -> None:
+        """Keep the first error, as the client will see it."""
+        error = as_http_error(exc, what)
+        if self.error is None:
+            self.error = error
+            self.raised = error is exc
+
     async def close_producer(self) -> None:
         try:
             await aclose(self.iterator)
         except Exception as exc:
-            logger.error("producer failed while closing", exc_info=exc)
-            if self.error is None:
-                self.error = exc
+            self.fail(exc, "producer failed while closing")
 
     async def pump(self) -> None:
         """Move items from the producer to the client until the producer ends."""
         anext = self.iterator.__anext__
         buffer = self.buffer
-        ids = self.response.ids
+        ids = self.options.ids
         while True:
             step = anext().__await__()
             try:
@@ -205,6 +187,7 @@ class _Stream:
             except StopAsyncIteration:
                 return
             position = self.count
+            # Exactly Event: it is final, so no subclass can slip past this test.
             if type(item) is Event:
                 if ids and item.id is None:
                     chunk = encode(
@@ -242,7 +225,7 @@ class _Stream:
                 with contextlib.suppress(BaseException):
                     await finish_step(step, None, throw=exc)
                 raise
-        timeout = self.response.idle_timeout
+        timeout = self.options.idle_timeout
         if timeout is None:
             return await finish_step(step, pending)
         self.watch.deadline(_now() + timeout)
@@ -255,22 +238,22 @@ class _Stream:
 
     async def tick(self) -> float:
         """Run by the watcher: heartbeats and the send watchdog. Returns the next delay."""
-        response = self.response
+        options = self.options
         now = _now()
         if self.sending_since is not None:
             # A write is blocked on a client that reads nothing: a heartbeat could not pass.
-            limit = response.send_timeout
+            limit = options.send_timeout
             if limit is None:
-                return response.heartbeat or math.inf
+                return options.heartbeat or math.inf
             blocked = now - self.sending_since
             if blocked >= limit:
                 logger.info("client read nothing for %.1f s; closing the stream", blocked)
                 self.watch.stop("disconnect")
                 return math.inf
             return limit - blocked
-        heartbeat = response.heartbeat
+        heartbeat = options.heartbeat
         if heartbeat is None:
-            return response.send_timeout or math.inf
+            return options.send_timeout or math.inf
         idle = now - self.last_write
         if idle < heartbeat:
             return heartbeat - idle
@@ -322,12 +305,14 @@ class _Stream:
         """Complete the response: the last events, then an error or the end."""
         error = self.error
         if error is not None and not self.started and not self.count:
-            await self.send_http_error(error)
+            # Nothing was sent yet: the error can still be a proper HTTP response.
+            with contextlib.suppress(OSError):
+                await send_error(self.send, error, self.response.extra_headers)
             return
         tail = self.buffer
         if error is not None:
-            tail.append(b"event: error\n" + encode_data(_error_data(error)))
-        elif self.response.done:
+            tail.append(_error_event(error, self.raised))
+        elif self.options.done:
             tail.append(DONE)
         try:
             async with asyncio.timeout(
@@ -341,45 +326,29 @@ class _Stream:
         except (OSError, TimeoutError):
             return
 
-    async def send_http_error(self, error: BaseException) -> None:
-        if not isinstance(error, HTTPError):
-            error = HTTPError(500, "Internal server error", type=_error_type(error))
-        with contextlib.suppress(OSError):
-            await send_error(self.send, error, self.response.extra_headers)
-
     def shutdown(self) -> None:
         """End the producer and tell the client the server is shutting down."""
         self.watch.stop("shutdown")
-
-
-class _Stopped(Exception):
-    def __init__(self, type: str, message: str) -> None:
-        super().__init__(message)
-        self.type = type
-        self.message = message
 
 
 def _now() -> float:
     return asyncio.get_running_loop().time()
 
 
-def _stopped(reason: str | None) -> _Stopped:
+def _stopped(reason: str) -> HTTPError:
+    """Why the stream was stopped from outside, as the client will see it."""
     if reason == "shutdown":
-        return _Stopped("shutdown", "The server is shutting down")
-    return _Stopped("timeout", "The producer sent no event within the idle timeout")
+        return HTTPError(503, "The server is shutting down", type="shutdown")
+    return HTTPError(504, "The producer sent no event within the idle timeout", type="timeout")
 
 
-def _error_type(error: BaseException) -> str:
-    if isinstance(error, HTTPError | _Stopped):
-        return error.type
-    logger.error("producer failed", exc_info=error)
-    return "internal_error"
+def _error_event(error: HTTPError, raised: bool) -> bytes:
+    """The ``event: error`` that ends a stream: ``{"error": {"type", "message"}}``.
 
-
-def _error_data(error: BaseException) -> bytes:
-    """The JSON data of an ``error`` event: type and message, never a traceback."""
-    if isinstance(error, HTTPError):
-        return error_body(error.type, error.message, {"status": error.status, **error.detail})
-    if isinstance(error, _Stopped):
-        return error_body(error.type, error.message)
-    return error_body(_error_type(error), "Internal server error")
+    An :class:`HTTPError` the producer raised itself also gives its ``status`` and detail.
+    """
+    if raised:
+        data = error_body(error.type, error.message, {"status": error.status, **error.detail})
+    else:
+        data = error_body(error.type, error.message)
+    return b"event: error\n" + encode_data(data)

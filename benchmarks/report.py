@@ -85,9 +85,9 @@ def metrics(scenario: str, results: Results) -> list[Metric]:
 def median(results: Results, scenario: str, contender: str, key: str) -> float | None:
     """The median of ``key`` over the runs (``None`` if no run has a value)."""
     values = [
-        run[key]
+        value
         for run in results.figures.get(scenario, {}).get(contender, [])
-        if run.get(key) is not None
+        if (value := run.get(key)) is not None
     ]
     return statistics.median(values) if values else None
 
@@ -142,8 +142,8 @@ def scenario_table(results: Results, scenario: str) -> list[str]:
             + " | ".join(cells)
             + f" | {len(runs)} | {_times(ratio(value, raw, head.better))} | {advantage} |"
         )
-    for contender, error in results.failures.get(scenario, {}).items():
-        lines.append(f"| {CONTENDERS[contender].label} | failed: {error[:120]} |")
+    for failed, error in results.failures.get(scenario, {}).items():
+        lines.append(f"| {CONTENDERS[failed].label} | failed: {error[:120]} |")
     return lines
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from .contenders import CONTENDERS, Contender
@@ -179,10 +180,15 @@ class _Fleet:
         self.stack.__enter__()
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         for name, server in self.shared.items():
             self._count_errors(name, server)
-        self.stack.__exit__(*exc_info)
+        self.stack.__exit__(exc_type, exc, traceback)
 
     def start(self, contenders: Iterable[Contender]) -> None:
         """Start the shared servers of ``contenders`` side by side, and warm them up."""

@@ -6,6 +6,7 @@ test, so none can rot.
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.client
 import json
 import math
@@ -297,7 +298,7 @@ def disconnect(server: Server, size: Size) -> Figures:
     for name, path in (("send_only", "/items?n=-1"), ("paced", "/paced?delay=0.01")):
         outcomes: list[tuple[float, str]] = []
         for _ in range(size.disconnect_trials):
-            elapsed, outcome = client.run(lambda path=path: _disconnect_trial(server, path, size))
+            elapsed, outcome = client.run(functools.partial(_disconnect_trial, server, path, size))
             outcomes.append((elapsed, outcome))
             server.wait_idle(window=size.settle)
             if outcome != "stopped":

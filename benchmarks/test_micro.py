@@ -148,7 +148,7 @@ def test_batch_raw_orjson(benchmark: Any) -> None:
     assert len(orjson.loads(benchmark(lambda: _drive(_orjson_body())))["items"]) == BATCH_SIZE
 
 
-async def _starlette_body() -> bytes:
+async def _starlette_body() -> bytes | memoryview:
     return StarletteJSONResponse({"items": [i async for i in _items()]}).body
 
 
@@ -158,7 +158,7 @@ def test_batch_starlette(benchmark: Any) -> None:
     assert len(orjson.loads(benchmark(lambda: _drive(_starlette_body())))["items"]) == BATCH_SIZE
 
 
-async def _fastapi_body() -> bytes:
+async def _fastapi_body() -> bytes | memoryview:
     return FastAPIJSONResponse(jsonable_encoder({"items": [i async for i in _items()]})).body
 
 

@@ -3,6 +3,10 @@
 curl -H 'Accept: application/json' 'http://127.0.0.1:8000/items?n=3'
 curl -N -H 'Accept: text/event-stream' 'http://127.0.0.1:8000/items?n=3&delay=0.5'
 curl -N 'http://127.0.0.1:8000/ticker?interval=1'
+curl 'http://127.0.0.1:8000/metrics'
+
+It serves ``/items`` and ``/ticker``, mounts every example of ``examples/README.md`` and
+puts the metrics middleware in front of them all (Prometheus text at ``/metrics``).
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ from typing import Any
 import anyio
 
 from asgistream import App, Event, HTTPError, JSONResponse, Mode, Request
+from asgistream.middleware.metrics import MetricsMiddleware
+from asgistream.middleware.prometheus import PrometheusSink
 from asgistream.patterns.eventlog import parse_last_event_id
 from asgistream.responses import Response
-from examples.page import page_response, wants_html
+from examples import chat, events, jobs, merge, page, proxy
 
-app = App()
+demo = App()
 
 
 def _number(request: Request, name: str, default: float | None, *, low: float, high: float) -> Any:
@@ -50,11 +56,11 @@ def _resume_from(request: Request) -> int:
     return 0 if last is None else last + 1
 
 
-@app.route("/")
+@demo.route("/")
 async def index(request: Request) -> Response:
     """The page for browsers; for everyone else, a JSON list of what the demo serves."""
-    if wants_html(request):
-        return page_response()
+    if page.wants_html(request):
+        return page.page_response()
     return JSONResponse(
         {
             "name": "asgistream demo",
@@ -67,13 +73,14 @@ async def index(request: Request) -> Response:
                 "GET|POST /events/{topic}",
                 "/merge",
                 "/page",
+                "/metrics",
             ],
         },
         headers={"vary": "Accept"},
     )
 
 
-@app.dual("/items")
+@demo.dual("/items")
 async def items(request: Request) -> AsyncIterator[Event]:
     """``n`` items (default 10); ids are positions, so ``Last-Event-ID: k`` resumes at k+1."""
     n = _number(request, "n", 10, low=0, high=1_000_000)
@@ -84,7 +91,7 @@ async def items(request: Request) -> AsyncIterator[Event]:
         yield Event({"id": i, "value": f"item-{i}"}, id=i)
 
 
-@app.dual("/ticker")
+@demo.dual("/ticker")
 async def ticker(request: Request) -> AsyncIterator[dict[str, int]]:
     """``{"seq": i}`` every ``interval`` seconds; endless without ``n`` (stream mode only)."""
     interval = _number(request, "interval", 1.0, low=0.0, high=3600.0)
@@ -104,34 +111,16 @@ async def ticker(request: Request) -> AsyncIterator[dict[str, int]]:
         seq += 1
 
 
-# -- patterns (examples/README.md lists them); each block is owned by its example ------------
-# chat: begin
-from examples import chat as _chat  # noqa: E402
+# -- the examples (examples/README.md lists them), then the metrics in front of it all -------
 
-_chat.install(app)  # POST /v1/chat/completions, answered by the mock model
-# chat: end
-# proxy: begin
-from examples import proxy as _proxy  # noqa: E402
+chat.install(demo)  # POST /v1/chat/completions, answered by the mock model
+proxy.install(demo)  # POST /v1/proxy/chat/completions, to $ASGISTREAM_UPSTREAM (default: itself)
+jobs.install(demo)  # POST /jobs, GET|DELETE /jobs/{id}
+events.install(demo)  # GET|POST /events/{topic}, /broadcast
+merge.install(demo)  # /merge
+page.install(demo)  # /page
 
-_proxy.install(app)  # POST /v1/proxy/chat/completions, to $ASGISTREAM_UPSTREAM (default: itself)
-# proxy: end
-# jobs: begin
-from examples import jobs as _jobs  # noqa: E402
-
-_jobs.install(app)
-# jobs: end
-# events: begin
-from examples import events as _events  # noqa: E402
-
-_events.install(app)
-# events: end
-# merge: begin
-from examples import merge as _merge  # noqa: E402
-
-_merge.install(app)
-# merge: end
-# page: begin
-from examples import page as _page  # noqa: E402
-
-_page.install(app)
-# page: end
+sink = PrometheusSink()
+app = MetricsMiddleware(demo, sink=sink)
+"""What ``make run`` serves: the demo, observed by the metrics middleware, which also answers
+``/metrics``."""

@@ -13,7 +13,7 @@ that reconnects with ``Last-Event-ID`` (browsers do it by themselves) gets exact
 it missed, then live ones. The header wins over ``?after=ID``, which lets a first connection
 ask for the retained history (``?after=0``). An id that is no longer retained, or unknown (as
 after a restart), gets an ``event: reset`` naming the oldest retained id, then the stream
-goes on from there. A ``Last-Event-ID`` that is not an integer is a 400.
+goes on from there. A ``Last-Event-ID`` this stream could not have sent is a 400.
 
 ``/broadcast`` is live only: each subscriber has a bounded queue; when it is full,
 ``policy=drop_oldest`` drops the oldest and later sends ``event: dropped`` with the count,
@@ -31,8 +31,9 @@ from typing import Any
 
 import orjson
 
-from asgistream import App, Event, HTTPError, Mode, Request
-from asgistream.patterns.eventlog import MemoryEventLog, parse_last_event_id, resume
+from asgistream import App, Event, HTTPError, Mode, Request, StreamOptions
+from asgistream.backends.memory import MemoryEventLog
+from asgistream.patterns.eventlog import EventLog, parse_position, resume
 from asgistream.patterns.fanout import Broker, Overflow
 
 LOG = "examples.events.log"
@@ -41,11 +42,9 @@ BROKER = "examples.events.broker"
 MAX_EVENT_BYTES = 64 * 1024
 """The largest event this example accepts, so that a topic's memory stays bounded."""
 
-RETRY = 1000
-"""Milliseconds a browser waits before it reconnects."""
-
-SEND_TIMEOUT = 10.0
-"""Seconds a write may block on a client that reads nothing before it is cut off."""
+STREAM = StreamOptions(retry=1000, send_timeout=10.0)
+"""Browsers wait a second before they reconnect; a write may block for ten seconds on a
+client that reads nothing before that client is cut off."""
 
 
 def install(app: App) -> None:
@@ -54,28 +53,30 @@ def install(app: App) -> None:
     @app.on_startup
     async def start_events(app: App) -> None:
         app.state[LOG] = MemoryEventLog(capacity=1000, max_topics=1000)
-        app.state[BROKER] = Broker(queue_size=100, overflow=Overflow.DROP_OLDEST)
+        broker = Broker(queue_size=100, overflow=Overflow.DROP_OLDEST)
+        await broker.open()
+        app.state[BROKER] = broker
 
     @app.on_shutdown
     async def stop_events(app: App) -> None:
-        app.state[BROKER].close()
+        await app.state[BROKER].aclose()
 
     @app.route("/events/{topic}", methods=["POST"])
     async def publish(request: Request) -> dict[str, Any]:
-        log: MemoryEventLog = _state(request, LOG)
+        log: EventLog = _state(request, LOG)
         ids = [
             await log.append(request.path_params["topic"], data, event=event)
             for data, event in await _events(request)
         ]
         return {"ids": ids}
 
-    @app.dual("/events/{topic}", default=Mode.STREAM, retry=RETRY, send_timeout=SEND_TIMEOUT)
+    @app.dual("/events/{topic}", default=Mode.STREAM, stream=STREAM)
     async def subscribe(request: Request) -> AsyncIterator[Any]:
-        log: MemoryEventLog = _state(request, LOG)
+        log: EventLog = _state(request, LOG)
         last = request.last_event_id
         if not last:
             last = request.query.get("after")
-        after = parse_last_event_id(last)
+        after = parse_position(last)
         topic = request.path_params["topic"]
         if request.mode is Mode.BATCH:
             # The retained events after ``after``, with their ids, at once.
@@ -85,22 +86,15 @@ def install(app: App) -> None:
     @app.route("/broadcast", methods=["POST"])
     async def broadcast(request: Request) -> dict[str, Any]:
         broker: Broker = _state(request, BROKER)
-        subscribers = 0
         for data, event in await _events(request):
-            subscribers = broker.publish(Event(data, event=event))
-        return {"subscribers": subscribers}
+            await broker.publish(Event(data, event=event))
+        return {"subscribers": len(broker)}  # on this process
 
     @app.route("/broadcast/stats")
     async def stats(request: Request) -> dict[str, Any]:
         return {"subscribers": len(_state(request, BROKER))}
 
-    @app.dual(
-        "/broadcast",
-        modes=(Mode.STREAM,),
-        default=Mode.STREAM,
-        retry=RETRY,
-        send_timeout=SEND_TIMEOUT,
-    )
+    @app.dual("/broadcast", modes=(Mode.STREAM,), default=Mode.STREAM, stream=STREAM)
     async def listen(request: Request) -> AsyncIterator[Any]:
         broker: Broker = _state(request, BROKER)
         policy = request.query.get("policy", "drop_oldest")
@@ -160,7 +154,7 @@ async def _events(request: Request) -> list[tuple[Any, str | None]]:
 
 
 def _state(request: Request, key: str) -> Any:
-    return request.scope["asgistream.app"].state[key]
+    return request.app.state[key]
 
 
 app = App()

@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 
-from asgistream import App, HTTPError, JSONResponse, Mode, Request, last_item
+from asgistream import App, BatchOptions, HTTPError, JSONResponse, Mode, Request, last_item
 from asgistream.patterns.jobs import JobManager, Progress
 
 JOBS = "examples.jobs"
@@ -45,22 +45,21 @@ def install(app: App) -> None:
         fail_at = options.get("fail_at")
         if fail_at is not None:
             fail_at = _option(options, "fail_at", 0, 0, steps)
-        job = _jobs(request).start(_simulate(steps, delay, fail_at))
+        job = await _jobs(request).start(_simulate(steps, delay, fail_at))
         url = f"{request.scope.get('root_path', '')}/jobs/{job.id}"
         return JSONResponse({"id": job.id, "url": url}, status=202, headers={"location": url})
 
-    @app.dual("/jobs/{job_id}", reduce=last_item())
+    @app.dual("/jobs/{job_id}", batch=BatchOptions(reduce=last_item()))
     async def watch(request: Request) -> AsyncIterator[Any]:
-        job = _jobs(request)[request.path_params["job_id"]]  # 404 before any streaming
+        jobs, job_id = _jobs(request), request.path_params["job_id"]
         if request.mode is Mode.BATCH:
-            return _once(job.state())
-        return job.events()
+            return _once((await jobs.find(job_id)).to_dict())  # or a 404
+        return jobs.events(job_id)  # an unknown id fails its first event: a 404, not a stream
 
     @app.route("/jobs/{job_id}", methods=["DELETE"])
     async def cancel(request: Request) -> JSONResponse:
-        job = _jobs(request)[request.path_params["job_id"]]
-        job.cancel()
-        return JSONResponse(job.state(), status=202)
+        state = await _jobs(request).cancel(request.path_params["job_id"])
+        return JSONResponse(state.to_dict(), status=202)
 
 
 def _jobs(request: Request) -> JobManager:
@@ -74,7 +73,7 @@ def _simulate(steps: int, delay: float, fail_at: int | None) -> Any:
             if step == fail_at:
                 raise HTTPError(500, f"Step {step} failed on purpose", type="step_failed")
             await anyio.sleep(delay)
-            progress.update((step + 1) / steps, f"step {step + 1} of {steps} done")
+            await progress.update((step + 1) / steps, f"step {step + 1} of {steps} done")
         return {"steps": steps, "answer": 42}
 
     return work

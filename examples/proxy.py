@@ -10,20 +10,19 @@ mock model). Point an OpenAI client at ``base_url="http://127.0.0.1:8001/v1/prox
     curl -N http://127.0.0.1:8001/v1/proxy/chat/completions -H 'Content-Type: application/json' \\
       -d '{"model": "echo", "stream": true, "messages": [{"role": "user", "content": "Hi there"}]}'
 
-One ``httpx.AsyncClient`` is opened with the app and closed with it; the route only borrows it.
+One ``httpx.AsyncClient`` (inside the :class:`~asgistream.patterns.proxy.Upstream`) is opened
+with the app and closed with it; the route only borrows it.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from asgistream import App, Request
 from asgistream._types import ASGIApp
 from asgistream.patterns.proxy import Upstream
 
 UPSTREAM_ENV = "ASGISTREAM_UPSTREAM"
-STATE_KEY = "upstream"
 
 
 def upstream_url() -> str:
@@ -33,32 +32,32 @@ def upstream_url() -> str:
 
 def install(
     app: App,
+    upstream: Upstream | None = None,
     *,
     path: str = "/v1/proxy/chat/completions",
     upstream_path: str = "/v1/chat/completions",
-    base_url: str | None = None,
-    **options: Any,
-) -> None:
-    """Forward ``POST path`` to ``upstream_path`` of the upstream at ``base_url``.
+) -> Upstream:
+    """Forward ``POST path`` to ``upstream_path`` of ``upstream``, open while ``app`` runs.
 
-    ``options`` are those of :class:`~asgistream.patterns.proxy.Upstream` (limits, timeouts,
-    retries).
+    ``upstream`` defaults to ``Upstream(upstream_url())``; make your own to choose its limits,
+    timeouts, retries (``retry=RetryPolicy(...)``) and stream options
+    (``stream=StreamOptions(...)``).
     """
+    target = upstream if upstream is not None else Upstream(upstream_url())
 
     @app.on_startup
     async def open_upstream(app: App) -> None:
-        upstream = Upstream(base_url or upstream_url(), **options)
-        await upstream.open()
-        app.state[STATE_KEY] = upstream
+        await target.open()
 
     @app.on_shutdown
     async def close_upstream(app: App) -> None:
-        await app.state.pop(STATE_KEY).aclose()
+        await target.aclose()
 
     @app.route(path, methods=("POST",))
     async def proxied(request: Request) -> ASGIApp:
-        upstream: Upstream = request.scope["asgistream.app"].state[STATE_KEY]
-        return upstream.forward(request, upstream_path)
+        return target.forward(request, upstream_path)
+
+    return target
 
 
 app = App()

@@ -10,15 +10,19 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from asgistream import App, HTTPError, JSONResponse, Request
+from asgistream import (
+    App,
+    BatchOptions,
+    HTTPError,
+    JSONResponse,
+    Mode,
+    Request,
+    StreamOptions,
+)
+from asgistream.endpoint import Endpoint
 from asgistream.routing import compile_path
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def make_app() -> tuple[App, list[str]]:
@@ -145,3 +149,111 @@ async def test_app_tasks_live_from_startup_until_before_shutdown_hooks() -> None
     async with LifespanManager(app):
         await anyio.sleep(0.01)
     assert order == ["task cancelled", "shutdown hook"]
+
+
+async def test_request_app_is_the_app_serving_it() -> None:
+    app = App()
+    seen: list[App] = []
+
+    @app.route("/who")
+    async def who(request: Request) -> None:
+        seen.append(request.app)
+
+    async def handler(request: Request) -> None:
+        request.app  # noqa: B018
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        assert (await client.get("/who")).status_code == 204
+        # An endpoint served without an App around it has none, and says so.
+        alone = httpx.ASGITransport(app=Endpoint(handler))
+        async with httpx.AsyncClient(transport=alone, base_url="http://t") as bare:
+            assert (await bare.get("/")).status_code == 500
+    assert seen == [app]
+    with pytest.raises(RuntimeError, match="no asgistream App"):
+        Request({"type": "http", "headers": []}, _no_receive).app  # noqa: B018
+
+
+async def _no_receive() -> dict[str, Any]:
+    raise AssertionError
+
+
+async def test_dual_keeps_the_users_vary_and_adds_accept_once() -> None:
+    app = App()
+
+    async def items(request: Request) -> AsyncIterator[int]:
+        yield 1
+
+    app.dual("/lower", headers={"vary": "Origin"})(items)
+    app.dual("/upper", headers={"Vary": "Accept-Encoding", "X-Kind": "k"})(items)
+    app.dual("/single", modes=(Mode.STREAM,), default=Mode.STREAM, headers={"vary": "Origin"})(
+        items
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        for accept in ("application/json", "text/event-stream"):
+            r = await client.get("/lower", headers={"accept": accept})
+            assert r.headers.get_list("vary") == ["Origin, Accept"]
+            r = await client.get("/upper", headers={"accept": accept})
+            assert r.headers.get_list("vary") == ["Accept-Encoding, Accept"]
+            assert r.headers["x-kind"] == "k"
+        # One mode: the answer does not vary with Accept; a 406 does, and says so.
+        assert (await client.get("/single")).headers.get_list("vary") == ["Origin"]
+        refused = await client.get("/single", headers={"accept": "application/json"})
+        assert refused.status_code == 406
+        assert refused.headers.get_list("vary") == ["Origin, Accept"]
+
+
+async def test_an_error_is_logged_once_and_never_shown(caplog: pytest.LogCaptureFixture) -> None:
+    app = App()
+
+    @app.route("/handler")
+    async def handler(request: Request) -> None:
+        raise RuntimeError("secret in the handler")
+
+    @app.dual("/function")
+    async def function(request: Request) -> AsyncIterator[int]:
+        raise RuntimeError("secret in the producer function")
+
+    @app.dual("/producer")
+    async def producer(request: Request) -> AsyncIterator[int]:
+        yield 1
+        raise RuntimeError("secret in the producer")
+
+    async def broken(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("secret in a mounted app")
+
+    app.mount("/mounted", broken)
+    expected = {"error": {"type": "internal_error", "message": "Internal server error"}}
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        for path in ("/handler", "/function", "/producer", "/mounted"):
+            caplog.clear()
+            r = await client.get(path, headers={"accept": "application/json"})
+            assert (r.status_code, r.json()) == (500, expected), path
+            assert len(caplog.records) == 1, (path, caplog.records)
+            assert caplog.records[0].name == "asgistream" and caplog.records[0].exc_info
+        caplog.clear()
+        r = await client.get("/producer", headers={"accept": "text/event-stream"})
+        assert r.text.endswith(
+            'event: error\ndata: {"error":{"type":"internal_error",'
+            '"message":"Internal server error"}}\n\n'
+        )
+        assert "secret" not in r.text
+        assert len(caplog.records) == 1
+
+
+def test_options_are_typed_and_checked_when_declared() -> None:
+    app = App()
+
+    async def items(request: Request) -> AsyncIterator[int]:
+        yield 1
+
+    with pytest.raises(TypeError, match="StreamOptions"):
+        app.dual("/x", stream={"heartbeat": 1})(items)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_items"):
+        BatchOptions(max_items=-1)
+    endpoint = app.dual("/y", stream=StreamOptions(heartbeat=0))(items)
+    assert endpoint.stream.heartbeat is None  # 0 means off, stored as None
+    assert endpoint.max_body_size == app.max_body_size
+    assert app.dual("/z", body_timeout=None)(items).body_timeout is None

@@ -18,11 +18,11 @@ from asgistream.negotiation import (
     SCOPE_KEY,
     Mode,
     NegotiationError,
-    add_vary_accept,
     get_mode,
     negotiate,
     negotiate_scope,
 )
+from tests.helpers import FakeClient
 
 B, S = Mode.BATCH, Mode.STREAM
 BOTH = (B, S)
@@ -650,40 +650,6 @@ def test_mode_is_a_string() -> None:
     assert orjson.dumps({"mode": Mode.STREAM}) == b'{"mode":"stream"}'
 
 
-# -- Vary ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("before", "after"),
-    [
-        ([], [(b"vary", b"Accept")]),
-        ([(b"x", b"y")], [(b"x", b"y"), (b"vary", b"Accept")]),
-        ([(b"vary", b"Accept-Encoding")], [(b"vary", b"Accept-Encoding, Accept")]),
-        ([(b"Vary", b"Origin")], [(b"Vary", b"Origin, Accept")]),
-        ([(b"vary", b"")], [(b"vary", b"Accept")]),
-        ([(b"vary", b"accept")], [(b"vary", b"accept")]),
-        ([(b"vary", b"Origin, ACCEPT ")], [(b"vary", b"Origin, ACCEPT ")]),
-        ([(b"vary", b"*")], [(b"vary", b"*")]),
-        ([(b"vary", b"Origin, *")], [(b"vary", b"Origin, *")]),
-        ([(b"vary", b"Accept-Language")], [(b"vary", b"Accept-Language, Accept")]),
-        (
-            [(b"vary", b"Origin"), (b"vary", b"Accept")],
-            [(b"vary", b"Origin"), (b"vary", b"Accept")],
-        ),
-        (
-            [(b"vary", b"Origin"), (b"x", b"y"), (b"vary", b"Cookie")],
-            [(b"vary", b"Origin, Accept"), (b"x", b"y"), (b"vary", b"Cookie")],
-        ),
-    ],
-)
-def test_add_vary_accept(
-    before: list[tuple[bytes, bytes]], after: list[tuple[bytes, bytes]]
-) -> None:
-    headers = list(before)
-    add_vary_accept(headers)
-    assert headers == after
-
-
 # -- the middleware, driven as an ASGI app -------------------------------------------------
 
 
@@ -703,16 +669,9 @@ class Recorder:
 
 
 def run(app: Any, scope: Scope) -> list[Message]:
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    anyio.run(app, scope, receive, send)
-    return sent
+    client = FakeClient()
+    anyio.run(app, scope, client.receive, client.send)
+    return client.messages
 
 
 def test_middleware_stores_the_mode_and_adds_vary() -> None:

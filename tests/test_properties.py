@@ -22,10 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from asgistream import Event, negotiate
-from asgistream._types import Message
 from asgistream.negotiation import NegotiationError
 from asgistream.sse import encode
 from tests.apps.guard_app import inner as guard_app
+from tests.helpers import FakeClient
 from tests.server import Server, serve
 
 # Header values as a client can send them: latin-1 without CR, LF or NUL.
@@ -111,19 +111,7 @@ async def request(
     body: list[bytes] | None = None,
 ) -> tuple[int, bytes]:
     """One request through the guard app in process; fails if it takes more than 5 s."""
-    chunks = list(body or [b""])
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        if chunks:
-            chunk = chunks.pop(0)
-            return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
-        await anyio.sleep_forever()
-        raise AssertionError
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
+    client = FakeClient(body)
     scope = {
         "type": "http",
         "method": method,
@@ -132,9 +120,8 @@ async def request(
         "headers": headers or [],
     }
     with anyio.fail_after(5):
-        await guard_app(scope, receive, send)
-    body_out = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return int(sent[0]["status"]), body_out
+        await guard_app(scope, client.receive, client.send)
+    return client.status, client.body
 
 
 def assert_clean(status: int, body: bytes, allowed: tuple[int, ...]) -> None:

@@ -99,3 +99,11 @@ def test_event_dataclass_and_fast_paths_agree() -> None:
 def test_comment_and_constants_dispatch_nothing() -> None:
     assert parse(encode_comment("ping\nline") + HEARTBEAT) == []
     assert parse(DONE) == [("message", "[DONE]", "", None)]
+
+
+def test_event_cannot_be_subclassed() -> None:
+    # Responses recognise exactly Event; a subclass would be sent as a JSON object.
+    with pytest.raises(TypeError, match=r"cannot subclass asgistream\.Event"):
+
+        class Progress(Event):  # type: ignore[misc]
+            pass

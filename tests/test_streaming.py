@@ -3,52 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
 
-from asgistream import Event, EventStreamResponse, HTTPError
+from asgistream import Event, EventStreamResponse, HTTPError, StreamOptions
 from asgistream.streaming import FLUSH_BYTES
+from tests.helpers import FakeClient
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-class Client:
-    """Fake ASGI peer: records what is sent, and can disconnect or fail sends."""
-
-    def __init__(self, *, fail_send_after: int | None = None) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self.disconnected = anyio.Event()
-        self.fail_send_after = fail_send_after
-
-    async def receive(self) -> dict[str, Any]:
-        await self.disconnected.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(self, message: dict[str, Any]) -> None:
-        if self.fail_send_after is not None and len(self.messages) >= self.fail_send_after:
-            raise OSError("connection reset")
-        self.messages.append(dict(message))
-
-    @property
-    def bodies(self) -> list[bytes]:
-        return [m["body"] for m in self.messages if m["type"] == "http.response.body"]
-
-    @property
-    def status(self) -> int:
-        start = next(m for m in self.messages if m["type"] == "http.response.start")
-        status: int = start["status"]
-        return status
-
-
-async def run(response: EventStreamResponse, client: Client) -> None:
+async def run(response: EventStreamResponse, client: FakeClient) -> None:
     await response({"type": "http"}, client.receive, client.send)
 
 
@@ -57,7 +24,7 @@ async def test_items_ready_together_go_out_in_one_send() -> None:
         for i in range(100):
             yield i
 
-    client = Client()
+    client = FakeClient()
     await run(EventStreamResponse(producer()), client)
     # All hundred items were ready at once: they and the end of the body are one message.
     assert len(client.bodies) == 1
@@ -67,7 +34,7 @@ async def test_items_ready_together_go_out_in_one_send() -> None:
 
 async def test_a_lone_item_goes_out_while_the_producer_waits() -> None:
     sent_while_waiting: list[int] = []
-    client = Client()
+    client = FakeClient()
 
     async def producer() -> AsyncIterator[str]:
         for word in ("a", "b", "c"):
@@ -90,8 +57,8 @@ async def test_large_bursts_are_cut_at_flush_bytes() -> None:
         for _ in range(1000):
             yield "x" * 1000
 
-    client = Client()
-    await run(EventStreamResponse(producer(), ids=False), client)
+    client = FakeClient()
+    await run(EventStreamResponse(producer(), StreamOptions(ids=False)), client)
     sizes = [len(b) for b in client.bodies if b]
     assert sum(sizes) == 1000 * len(b"data: " + b"x" * 1000 + b"\n\n")
     assert max(sizes) < FLUSH_BYTES + 2000 and len(sizes) > 10
@@ -99,7 +66,7 @@ async def test_large_bursts_are_cut_at_flush_bytes() -> None:
 
 async def test_disconnect_cancels_a_blocked_producer_and_runs_finally() -> None:
     finished = anyio.Event()
-    client = Client()
+    client = FakeClient()
 
     async def producer() -> AsyncIterator[str]:
         try:
@@ -111,7 +78,7 @@ async def test_disconnect_cancels_a_blocked_producer_and_runs_finally() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(run, EventStreamResponse(producer()), client)
         await anyio.sleep(0.05)
-        client.disconnected.set()
+        client.disconnect()
         with anyio.fail_after(1):
             await finished.wait()
     assert client.messages[-1].get("more_body") is True  # nothing sent after the disconnect
@@ -130,7 +97,7 @@ async def test_oserror_from_send_counts_as_disconnect() -> None:
         finally:
             finished.append(True)
 
-    client = Client(fail_send_after=3)
+    client = FakeClient(fail_send_after=3)
     with anyio.fail_after(2):
         await run(EventStreamResponse(producer()), client)
     assert finished == [True]
@@ -141,7 +108,7 @@ async def test_error_before_first_event_is_http_error_with_json() -> None:
         raise HTTPError(404, "gone", detail={"id": 7})
         yield 1
 
-    client = Client()
+    client = FakeClient()
     await run(EventStreamResponse(producer(), headers={"vary": "Accept"}), client)
     assert client.status == 404
     headers = dict(client.messages[0]["headers"])
@@ -154,7 +121,7 @@ async def test_error_after_produced_item_keeps_the_item() -> None:
         yield 1
         raise ValueError("secret")
 
-    client = Client()
+    client = FakeClient()
     await run(EventStreamResponse(producer()), client)
     body = b"".join(client.bodies)
     assert client.status == 200
@@ -172,9 +139,11 @@ async def test_idle_timeout_and_heartbeat() -> None:
         await anyio.sleep(10)
         yield Event("never")
 
-    client = Client()
+    client = FakeClient()
     with anyio.fail_after(3):
-        await run(EventStreamResponse(producer(), heartbeat=0.05, idle_timeout=0.3), client)
+        await run(
+            EventStreamResponse(producer(), StreamOptions(heartbeat=0.05, idle_timeout=0.3)), client
+        )
     body = b"".join(client.bodies)
     assert body.startswith(b"event: start\nid: 0\ndata: go\n\n")
     assert body.count(b":\n\n") >= 3
@@ -187,7 +156,7 @@ async def test_shutdown_ends_stream_with_shutdown_event() -> None:
     from asgistream.shutdown import SCOPE_KEY, Shutdown
 
     registry = Shutdown()
-    client = Client()
+    client = FakeClient()
 
     async def producer() -> AsyncIterator[int]:
         yield 1
@@ -209,7 +178,7 @@ async def test_shutdown_ends_stream_with_shutdown_event() -> None:
 
 
 async def test_producer_that_swallows_cancellation_is_still_stopped() -> None:
-    client = Client()
+    client = FakeClient()
     yielded_after_cancel = []
 
     async def producer() -> AsyncIterator[int]:
@@ -224,18 +193,15 @@ async def test_producer_that_swallows_cancellation_is_still_stopped() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(run, EventStreamResponse(producer()), client)
         await anyio.sleep(0.05)
-        client.disconnected.set()
+        client.disconnect()
     assert yielded_after_cancel == [True]
     assert b"data: 1" not in b"".join(client.bodies)
 
 
 def test_invalid_options_fail_at_construction() -> None:
-    async def producer() -> AsyncIterator[int]:
-        yield 1
-
     for bad in ({"heartbeat": -1}, {"idle_timeout": float("nan")}, {"retry": -5}):
         with pytest.raises(ValueError):
-            EventStreamResponse(producer(), **bad)  # type: ignore[arg-type]
+            StreamOptions(**bad)
 
 
 async def test_a_heartbeat_that_fails_to_send_ends_the_stream_cleanly(
@@ -250,8 +216,45 @@ async def test_a_heartbeat_that_fails_to_send_ends_the_stream_cleanly(
         finally:
             finished.append(True)
 
-    client = Client(fail_send_after=2)  # the start and the first event pass, the heartbeat fails
+    # The start and the first event pass, the heartbeat fails.
+    client = FakeClient(fail_send_after=2)
     with anyio.fail_after(2):
-        await run(EventStreamResponse(producer(), heartbeat=0.05), client)
+        await run(EventStreamResponse(producer(), StreamOptions(heartbeat=0.05)), client)
     assert finished == [True]
     assert "watcher failed" not in caplog.text
+
+
+async def test_idle_timeout_before_the_first_event_is_a_504() -> None:
+    async def producer() -> AsyncIterator[int]:
+        await anyio.sleep(10)
+        yield 1
+
+    client = FakeClient()
+    with anyio.fail_after(3):
+        await run(EventStreamResponse(producer(), StreamOptions(idle_timeout=0.05)), client)
+    assert client.status == 504
+    assert client.body == (
+        b'{"error":{"type":"timeout",'
+        b'"message":"The producer sent no event within the idle timeout"}}'
+    )
+
+
+async def test_a_failure_while_closing_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    async def producer() -> AsyncIterator[int]:
+        try:
+            yield 1
+            try:
+                await anyio.sleep(10)
+            except BaseException:
+                yield 2  # swallows the idle timeout's cancellation: the stream closes it here
+        finally:
+            raise KeyError("while closing")
+
+    client = FakeClient()
+    with anyio.fail_after(3):
+        await run(EventStreamResponse(producer(), StreamOptions(idle_timeout=0.05)), client)
+    assert client.body.endswith(
+        b'event: error\ndata: {"error":{"type":"internal_error",'
+        b'"message":"Internal server error"}}\n\n'
+    )
+    assert [r.exc_info[0] for r in caplog.records if r.exc_info] == [KeyError]

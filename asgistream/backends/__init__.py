@@ -1,4 +1,8 @@
-"""Implementations of the stateful patterns' store protocols.
+"""Implementations of the stateful patterns' stores.
 
-``memory`` keeps everything in this process (the default).
+Each store's protocol lives beside its feature: ``EventLog`` in
+:mod:`asgistream.patterns.eventlog`, ``FanoutBackend`` in :mod:`asgistream.patterns.fanout`,
+``JobStore`` in :mod:`asgistream.patterns.jobs`, ``Slots`` in
+:mod:`asgistream.middleware.limiter`. :mod:`asgistream.backends.memory` implements them all
+in one process's memory, the default.
 """

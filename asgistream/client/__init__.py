@@ -11,7 +11,10 @@ from __future__ import annotations
 try:
     import httpx  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the installation
-    raise ImportError("asgistream.client needs httpx: pip install 'asgistream[client]'") from exc
+    # Named like the missing module, so that ``exc.name == "httpx"`` tells what is missing.
+    raise ModuleNotFoundError(
+        "asgistream.client needs httpx: pip install 'asgistream[client]'", name="httpx"
+    ) from exc
 
 from .errors import ClientError, ResumeError, RetryError, StatusError, StreamError
 from .events import EventParser, ServerSentEvent

@@ -20,7 +20,7 @@ import orjson
 
 from .errors import ClientError, ResumeError, RetryError, StatusError, StreamError, error_event
 from .events import EventParser, ServerSentEvent
-from .retry import DEFAULT_RETRY, RetryPolicy
+from .retry import DEFAULT_RETRY, RetryPolicy, parse_retry_after
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -137,7 +137,7 @@ class _Session:
         error = StatusError(
             response.status_code,
             _body(response),
-            retry_after=_retry_after(response.headers.get("retry-after")),
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
         )
         policy = self.options.retry
         if policy is None or response.status_code not in policy.statuses:
@@ -556,10 +556,3 @@ def _body(response: httpx.Response) -> Any:
         return orjson.loads(response.content)
     except orjson.JSONDecodeError:
         return response.text
-
-
-def _retry_after(value: str | None) -> float | None:
-    """A ``Retry-After`` in seconds; an HTTP date is not honoured (the cap bounds waits)."""
-    if value is None or not value.strip().isdigit():
-        return None
-    return float(value.strip())

@@ -1,11 +1,15 @@
-"""When to reconnect after a failure, and when to give up."""
+"""When to reconnect after a failure, and when to give up.
+
+The client's reconnections and the proxy's retries upstream (``asgistream.patterns.proxy``)
+both wait by a :class:`RetryPolicy` and read ``Retry-After`` with :func:`parse_retry_after`.
+"""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
 
-__all__ = ["DEFAULT_RETRY", "RETRYABLE_STATUSES", "RetryPolicy"]
+__all__ = ["DEFAULT_RETRY", "RETRYABLE_STATUSES", "RetryPolicy", "parse_retry_after"]
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 """Statuses worth another try: the server is busy, restarting or briefly failing."""
@@ -66,3 +70,14 @@ class RetryPolicy:
 
 DEFAULT_RETRY = RetryPolicy()
 """The policy a client uses unless told otherwise."""
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """A ``Retry-After`` header value in seconds, or ``None``.
+
+    An HTTP date is not honoured (the policy's cap bounds every wait anyway).
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    return float(value) if value.isascii() and value.isdigit() else None

@@ -10,6 +10,11 @@ a ``Retry-After`` header before its app has sent anything.
 
 Units go back on every way out: completion, an error, cancellation, a client that leaves
 (also while it waits in the queue).
+
+The units are counted by :class:`Slots`: in this process
+(:class:`~asgistream.backends.memory.MemorySlots`, the default), or in a store that many
+processes share, for a limit that holds across a whole deployment. The limiter keeps the
+policy: the timeouts, the rejection and the metrics.
 """
 
 from __future__ import annotations
@@ -18,12 +23,13 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
 from .. import shutdown as _shutdown
 from .._types import ASGIApp, Message, Receive, Scope, Send
+from ..disconnect import Watch
 from ..errors import HTTPError, send_error
 from ..negotiation import Mode, NegotiationError, get_mode, negotiate
 
@@ -36,6 +42,7 @@ __all__ = [
     "Limiter",
     "LimiterFull",
     "LimiterMiddleware",
+    "Slots",
     "by_mode",
 ]
 
@@ -58,19 +65,56 @@ class LimiterFull(Exception):
         self.reason = reason
 
 
-class _Waiter:
-    __slots__ = ("event", "granted", "refused", "weight")
+class Slots(Protocol):
+    """Where a limiter's units are counted: ``capacity`` units, granted whole and first come
+    first served, to the requests of one process or of many.
 
-    def __init__(self, weight: int) -> None:
-        self.weight = weight
-        self.granted = False
-        self.refused = False
-        self.event = anyio.Event()
+    A store shared by processes counts each process's units under a lease that the process
+    renews, so the units of a process that dies come back by themselves.
+    """
+
+    @property
+    def capacity(self) -> int:
+        """Units in all."""
+        ...
+
+    @property
+    def in_use(self) -> int:
+        """Units held now (as this process last knew, for a shared store)."""
+        ...
+
+    @property
+    def waiting(self) -> int:
+        """This process's requests waiting for units now."""
+        ...
+
+    async def acquire(
+        self, weight: int, *, queue_timeout: float | None, max_waiting: int | None
+    ) -> None:
+        """Take ``weight`` units (``1 <= weight <= capacity``) once they all fit and every
+        earlier waiter has been served. Raise :class:`LimiterFull` after ``queue_timeout``
+        seconds (``0``: do not wait; ``None``: no limit), when ``max_waiting`` requests of
+        this process wait already, or after :meth:`shutdown` when it would have to wait. A
+        waiter that is cancelled, even in the instant it was granted, leaves nothing held
+        and nobody blocked."""
+        ...
+
+    async def release(self, weight: int) -> None:
+        """Give back ``weight`` units and serve the waiters that now fit. Called in
+        ``finally`` blocks, maybe in a cancelled task: it must complete all the same."""
+        ...
+
+    def shutdown(self) -> None:
+        """Refuse this process's waiters now, and every later request that would wait;
+        units held stay held and free units are still granted."""
+        ...
 
 
 class Limiter:
     """``capacity`` units shared by concurrent requests, granted whole and first come first served.
 
+    Pass ``capacity`` for units counted in this process, or ``slots`` for another
+    :class:`Slots` store (one shared by processes: its capacity is the deployment's).
     ``queue_timeout``: seconds a request may wait for its units (``0``: never wait;
     ``None``: wait as long as it takes). ``retry_after``: the ``Retry-After`` seconds of a
     rejection. ``max_waiting``: requests that may wait at once; more are rejected at once
@@ -80,15 +124,18 @@ class Limiter:
 
     def __init__(
         self,
-        capacity: int,
+        capacity: int | None = None,
         *,
+        slots: Slots | None = None,
         queue_timeout: float | None = DEFAULT_QUEUE_TIMEOUT,
         retry_after: int = DEFAULT_RETRY_AFTER,
         max_waiting: int | None = None,
         name: str = "default",
         sink: Sink | None = None,
     ) -> None:
-        if type(capacity) is not int or capacity < 1:
+        if (capacity is None) == (slots is None):
+            raise ValueError("pass either capacity or slots")
+        if capacity is not None and (type(capacity) is not int or capacity < 1):
             raise ValueError(f"capacity must be a positive int, not {capacity!r}")
         if queue_timeout is not None and not queue_timeout >= 0:
             raise ValueError(f"queue_timeout must be None or >= 0 seconds, not {queue_timeout!r}")
@@ -96,32 +143,37 @@ class Limiter:
             raise ValueError(f"retry_after must be a non-negative int, not {retry_after!r}")
         if max_waiting is not None and (type(max_waiting) is not int or max_waiting < 0):
             raise ValueError(f"max_waiting must be None or a non-negative int, not {max_waiting!r}")
-        self.capacity = capacity
+        if slots is None:
+            from ..backends.memory.slots import MemorySlots
+
+            assert capacity is not None
+            slots = MemorySlots(capacity)
+        self.slots = slots
         self.queue_timeout = queue_timeout
         self.retry_after = retry_after
         self.max_waiting = max_waiting
         self.name = name
         self.sink = sink
-        self._in_use = 0
-        self._waiters: deque[_Waiter] = deque()
-        self._closed = False
 
     # -- state ---------------------------------------------------------------------------
 
     @property
+    def capacity(self) -> int:
+        return self.slots.capacity
+
+    @property
     def in_use(self) -> int:
         """Units held right now."""
-        return self._in_use
+        return self.slots.in_use
 
     @property
     def waiting(self) -> int:
         """Requests waiting for units right now."""
-        return len(self._waiters)
+        return self.slots.waiting
 
     def __repr__(self) -> str:
         return (
-            f"Limiter({self.name!r}, in_use={self._in_use}/{self.capacity}, "
-            f"waiting={len(self._waiters)})"
+            f"Limiter({self.name!r}, in_use={self.in_use}/{self.capacity}, waiting={self.waiting})"
         )
 
     # -- acquiring and releasing -----------------------------------------------------------
@@ -132,52 +184,25 @@ class Limiter:
         Raises :class:`LimiterFull` when ``queue_timeout`` passes or the queue is full, and
         ``ValueError`` for a weight that could never be granted. A weight of 0 takes nothing.
         """
-        if self.try_acquire(weight):
-            return
-        if self._closed:
-            raise LimiterFull("shutdown")
-        if self.queue_timeout == 0:
-            raise LimiterFull("timeout")
-        if self.max_waiting is not None and len(self._waiters) >= self.max_waiting:
-            raise LimiterFull("queue_full")
-        waiter = _Waiter(weight)
-        self._waiters.append(waiter)
-        try:
-            with anyio.fail_after(self.queue_timeout):
-                await waiter.event.wait()
-            if waiter.refused:
-                raise LimiterFull("shutdown")
-        except BaseException as exc:
-            if waiter.granted:
-                # Granted in the same instant as the timeout or cancellation: give it back.
-                self.release(weight)
-            elif not waiter.refused:
-                self._waiters.remove(waiter)
-                # A heavy waiter leaving the head may let lighter ones behind it in.
-                self._grant()
-            if isinstance(exc, TimeoutError):
-                raise LimiterFull("timeout") from None
-            raise
+        if self._checked(weight):
+            await self.slots.acquire(
+                weight, queue_timeout=self.queue_timeout, max_waiting=self.max_waiting
+            )
 
-    def try_acquire(self, weight: int = 1) -> bool:
+    async def try_acquire(self, weight: int = 1) -> bool:
         """Take ``weight`` units if they are free and nobody waits; never waits."""
-        if type(weight) is not int or weight < 0:
-            raise ValueError(f"weight must be a non-negative int, not {weight!r}")
-        if weight > self.capacity:
-            raise ValueError(f"weight {weight} exceeds the capacity {self.capacity}")
-        if weight == 0:
+        if not self._checked(weight):
             return True
-        if not self._waiters and self._in_use + weight <= self.capacity:
-            self._in_use += weight
-            return True
-        return False
+        try:
+            await self.slots.acquire(weight, queue_timeout=0, max_waiting=self.max_waiting)
+        except LimiterFull:
+            return False
+        return True
 
-    def release(self, weight: int = 1) -> None:
+    async def release(self, weight: int = 1) -> None:
         """Give back ``weight`` units and grant waiters that now fit, in order."""
-        if weight > self._in_use:
-            raise RuntimeError(f"releasing {weight} units but only {self._in_use} are in use")
-        self._in_use -= weight
-        self._grant()
+        if weight:
+            await self.slots.release(weight)
 
     def shutdown(self) -> None:
         """Refuse every waiting request and every request that would have to wait.
@@ -187,20 +212,7 @@ class Limiter:
         :class:`~asgistream.App` registers itself), so that queued requests get a 503 at once
         instead of holding the server up until their ``queue_timeout``.
         """
-        self._closed = True
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            waiter.refused = True
-            waiter.event.set()
-
-    def _grant(self) -> None:
-        waiters = self._waiters
-        while waiters and self._in_use + waiters[0].weight <= self.capacity:
-            waiter = waiters.popleft()
-            self._in_use += waiter.weight
-            waiter.granted = True
-            waiter.event.set()
+        self.slots.shutdown()
 
     @contextlib.asynccontextmanager
     async def hold(self, weight: int = 1) -> AsyncIterator[None]:
@@ -209,13 +221,15 @@ class Limiter:
         try:
             yield
         finally:
-            self.release(weight)
+            await self.release(weight)
 
-    # -- ASGI ----------------------------------------------------------------------------
-
-    def middleware(self, app: ASGIApp, *, weight: Weight = 1) -> LimiterMiddleware:
-        """Wrap ``app`` (a whole application or one endpoint) so each request holds units."""
-        return LimiterMiddleware(app, self, weight=weight)
+    def _checked(self, weight: int) -> bool:
+        """Whether ``weight`` takes units at all; ``ValueError`` if it never could."""
+        if type(weight) is not int or weight < 0:
+            raise ValueError(f"weight must be a non-negative int, not {weight!r}")
+        if weight > self.slots.capacity:
+            raise ValueError(f"weight {weight} exceeds the capacity {self.slots.capacity}")
+        return weight > 0
 
 
 class LimiterMiddleware:
@@ -223,10 +237,11 @@ class LimiterMiddleware:
 
     ``weight`` is a number of units or ``weight(scope) -> int``; a weight of 0 lets the
     request through without taking units. While a request waits, its disconnect is watched,
-    so a client that leaves gives up its place in the queue.
+    so a client that leaves gives up its place in the queue. Wrap a whole application or
+    one endpoint: ``LimiterMiddleware(app, limiter=limiter, weight=2)``.
     """
 
-    def __init__(self, app: ASGIApp, limiter: Limiter, *, weight: Weight = 1) -> None:
+    def __init__(self, app: ASGIApp, *, limiter: Limiter, weight: Weight = 1) -> None:
         self.app = app
         self.limiter = limiter
         self.weight = weight
@@ -240,11 +255,11 @@ class LimiterMiddleware:
             await self.app(scope, receive, send)
             return
         limiter = self.limiter
-        if limiter.try_acquire(weight):
+        if await limiter.try_acquire(weight):
             try:
                 await self.app(scope, receive, send)
             finally:
-                limiter.release(weight)
+                await limiter.release(weight)
             return
         queued = await self._wait(scope, receive, weight)
         if queued is None:
@@ -255,7 +270,7 @@ class LimiterMiddleware:
         try:
             await self.app(scope, queued, send)
         finally:
-            limiter.release(weight)
+            await limiter.release(weight)
 
     async def _wait(
         self, scope: Scope, receive: Receive, weight: int
@@ -270,49 +285,51 @@ class LimiterMiddleware:
         if registry is not None:
             # Inside an App: its shutdown refuses the queue (a set: registering twice is one).
             registry.register(limiter)
-        read: list[Message] = []
-        left = False
+        body = _BodyKeeper(receive)
         acquired = False
         outcome: LimiterFull | None = None
         started = time.perf_counter()
-        async with anyio.create_task_group() as group:
-
-            async def watch() -> None:
-                nonlocal left
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        left = True
-                        group.cancel_scope.cancel()
-                        return
-                    read.append(message)
-                    if message.get("more_body", False):
-                        # A long body stays with the server's flow control until the app
-                        # reads it: nothing unbounded is buffered here.
-                        return
-
-            group.start_soon(watch)
+        async with Watch(body.receive) as watch:
             try:
                 await limiter.acquire(weight)
                 acquired = True
             except LimiterFull as full:
                 outcome = full
-            group.cancel_scope.cancel()
         sink = limiter.sink
         if sink is not None:
             endpoint, mode = _labels(scope)
             sink.limiter_waited(limiter.name, endpoint, mode, time.perf_counter() - started)
             if outcome is not None:
                 sink.limiter_rejected(limiter.name, endpoint, mode, outcome.reason)
-        if left:
+        if watch.disconnected:
             if acquired:
-                limiter.release(weight)
+                await limiter.release(weight)
             return None
         if outcome is not None:
             return outcome
-        if not read:
+        if not body.read:
             return receive
-        return _replay(read, receive)
+        return _replay(body.read, receive)
+
+
+class _BodyKeeper:
+    """The ``receive`` a :class:`Watch` reads while a request waits: it keeps the body
+    messages for the app, and stops reading after one with ``more_body`` (a long body stays
+    with the server's flow control until the app reads it: nothing unbounded is buffered)."""
+
+    __slots__ = ("_receive", "read")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.read: list[Message] = []
+
+    async def receive(self) -> Message:
+        if self.read and self.read[-1].get("more_body", False):
+            await anyio.sleep_forever()
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.read.append(message)
+        return message
 
 
 def _replay(read: list[Message], receive: Receive) -> Receive:

@@ -32,6 +32,7 @@ from typing import Protocol, runtime_checkable
 
 import orjson
 
+from .._headers import encode_headers
 from .._types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
@@ -77,7 +78,8 @@ class ResponseRecord:
 
 
 class Sink(Protocol):
-    """Receives what :class:`MetricsMiddleware` and :class:`~asgistream.Limiter` observe.
+    """Receives what :class:`MetricsMiddleware` and a
+    :class:`~asgistream.middleware.limiter.Limiter` observe.
 
     Called on the event loop, on the request's path: implementations must not block.
     """
@@ -123,9 +125,16 @@ def endpoint_label(scope: Scope) -> str:
 class MetricsMiddleware:
     """Observe every HTTP response of ``app`` and report it to ``sink``.
 
-    ``path`` (default ``/metrics``) serves the sink's metrics when the sink is an
-    :class:`Exposition` (``None``: do not serve them). ``endpoint`` names a request's
-    endpoint for the labels; the default is :func:`endpoint_label`.
+    Built like every asgistream middleware, ``MetricsMiddleware(app, **options)`` (so
+    ``app.add_middleware(MetricsMiddleware, sink=sink)`` works in Starlette and FastAPI):
+
+    - ``sink`` (required): where the observations go, any :class:`Sink`;
+    - ``path`` (default ``/metrics``): where the sink's metrics are served when the sink is
+      an :class:`Exposition` (``None``: not served);
+    - ``endpoint``: names a request's endpoint for the labels (default
+      :func:`endpoint_label`).
+
+    Other scopes (lifespan, websocket) pass through untouched.
     """
 
     def __init__(
@@ -163,9 +172,8 @@ class MetricsMiddleware:
         assert isinstance(self.sink, Exposition)
         body, content_type = self.sink.expose()
         headers = [
-            (b"content-type", content_type.encode("latin-1")),
+            *encode_headers({"content-type": content_type, "cache-control": "no-store"}),
             (b"content-length", b"%d" % len(body)),
-            (b"cache-control", b"no-store"),
         ]
         with contextlib.suppress(OSError):
             await send({"type": "http.response.start", "status": 200, "headers": headers})

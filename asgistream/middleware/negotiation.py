@@ -1,12 +1,18 @@
-"""Negotiation as middleware, for any ASGI app (Starlette and FastAPI included)."""
+"""Negotiation as middleware, for any ASGI app (Starlette and FastAPI included).
+
+It runs the decision of :mod:`asgistream.negotiation` before the app sees the request, so
+that the app finds the mode in ``scope["asgistream.mode"]`` (see
+:func:`~asgistream.negotiation.get_mode`), and adds ``Vary: Accept`` to the app's response.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from .._headers import with_vary_accept
 from .._types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import send_error
-from ..negotiation import Mode, NegotiationError, add_vary_accept, negotiate_scope
+from ..negotiation import Mode, NegotiationError, negotiate_scope
 
 __all__ = ["NegotiationMiddleware"]
 
@@ -16,7 +22,7 @@ class NegotiationMiddleware:
 
     Requests for which ``include(scope)`` is false (by default none) pass through untouched.
     A request that cannot be negotiated is answered here with a JSON 400 or 406. Every
-    negotiated response carries ``Vary: Accept``.
+    negotiated response carries ``Vary: Accept``, merged with the app's own ``Vary``.
     """
 
     def __init__(
@@ -37,14 +43,12 @@ class NegotiationMiddleware:
         try:
             negotiate_scope(scope, default=self.default)
         except NegotiationError as exc:
-            await send_error(send, exc, [(b"vary", b"Accept")])
+            await send_error(send, exc, with_vary_accept())
             return
 
         async def send_with_vary(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                add_vary_accept(headers)
-                message["headers"] = headers
+                message["headers"] = with_vary_accept(message.get("headers", ()))
             await send(message)
 
         await self.app(scope, receive, send_with_vary)

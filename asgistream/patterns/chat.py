@@ -21,7 +21,7 @@ object (the SDK raises ``APIError``) and no ``[DONE]``.
 
 from __future__ import annotations
 
-import logging
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Collection, Mapping
@@ -30,13 +30,16 @@ from typing import Any, Protocol
 
 import orjson
 
+from .._headers import with_vary_accept
 from .._types import ASGIApp
 from ..batch import BatchResponse
-from ..errors import HTTPError
+from ..errors import HTTPError, as_http_error
 from ..negotiation import SCOPE_KEY, Mode, negotiate_scope
+from ..options import BatchOptions, StreamOptions
 from ..producer import aclose
 from ..request import Request
-from ..streaming import DEFAULT_HEARTBEAT, EventStreamResponse
+from ..streaming import EventStreamResponse
+from ._openai import as_openai, error_chunk, openai_error
 
 __all__ = [
     "ChatCompletions",
@@ -47,8 +50,6 @@ __all__ = [
     "openai_error",
     "parse_chat_request",
 ]
-
-logger = logging.getLogger("asgistream")
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 """The message roles OpenAI accepts."""
@@ -102,32 +103,6 @@ class ChatModel(Protocol):
     def count_tokens(self, request: ChatRequest) -> int:
         """How many tokens the prompt of ``request`` counts, for ``usage.prompt_tokens``."""
         ...
-
-
-def openai_error(
-    status: int,
-    message: str,
-    *,
-    type: str | None = None,
-    param: str | None = None,
-    code: str | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> HTTPError:
-    """An :class:`HTTPError` whose body has OpenAI's shape.
-
-    ``type`` defaults to ``invalid_request_error`` below 500 and ``server_error`` from 500 on.
-    """
-    if type is None:
-        type = "invalid_request_error" if status < 500 else "server_error"
-    return HTTPError(
-        status, message, type=type, detail={"param": param, "code": code}, headers=headers
-    )
-
-
-def error_chunk(error: HTTPError) -> dict[str, Any]:
-    """The stream chunk that reports ``error`` after streaming began: ``{"error": {...}}``."""
-    detail = {"param": None, "code": None, **error.detail}
-    return {"error": {"message": error.message, "type": error.type, **detail}}
 
 
 def parse_chat_request(body: Any) -> ChatRequest:
@@ -304,34 +279,96 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _as_openai(error: HTTPError) -> HTTPError:
-    """A core error (bad JSON, body too large, negotiation) in OpenAI's shape."""
-    param = error.detail.get("param")
-    return openai_error(
-        error.status,
-        error.message,
-        param=param if isinstance(param, str) else None,
-        code=error.type,
-        headers=error.headers,
-    )
-
-
 # -- the answer ----------------------------------------------------------------------------
+
+_MODEL_FAILED = "The model failed while generating the answer"
+"""What a client is told when a model raises anything but an ``HTTPError``."""
+
+
+class _Shapes:
+    """The JSON objects of one completion, which all share ``id``, ``created`` and ``model``.
+
+    ``include_usage``: the stream carries ``usage``; ``prompt``: the prompt's token count.
+    """
+
+    __slots__ = ("created", "head", "id", "include_usage", "model", "prompt", "tail")
+
+    def __init__(self, model: str, include_usage: bool, prompt: int) -> None:
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.model = model
+        self.include_usage = include_usage
+        self.prompt = prompt
+        # Content chunks are the bulk of a stream: their JSON is built around the token only.
+        self.head = (
+            b'{"id":%b,"object":"chat.completion.chunk","created":%d,"model":%b,'
+            b'"choices":[{"index":0,"delta":{"content":'
+            % (orjson.dumps(self.id), self.created, orjson.dumps(model))
+        )
+        self.tail = b'},"logprobs":null,"finish_reason":null}]' + (
+            b',"usage":null}' if include_usage else b"}"
+        )
+
+    def content(self, token: str) -> bytes:
+        return self.head + orjson.dumps(token) + self.tail
+
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
+        chunk = self._common("chat.completion.chunk")
+        chunk["choices"] = [
+            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        ]
+        if self.include_usage:
+            chunk["usage"] = None
+        return chunk
+
+    def usage_chunk(self, completion_tokens: int) -> dict[str, Any]:
+        chunk = self._common("chat.completion.chunk")
+        chunk["choices"] = []
+        chunk["usage"] = self.usage(completion_tokens)
+        return chunk
+
+    def completion(self, content: str, finish_reason: str, completion_tokens: int) -> bytes:
+        completion = self._common("chat.completion")
+        completion["choices"] = [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+        ]
+        completion["usage"] = self.usage(completion_tokens)
+        return orjson.dumps(completion)
+
+    def usage(self, completion_tokens: int) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt,
+            "completion_tokens": completion_tokens,
+            "total_tokens": self.prompt + completion_tokens,
+        }
+
+    def _common(self, kind: str) -> dict[str, Any]:
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
 
 
 @dataclass(frozen=True, slots=True)
 class _Finish:
-    """The last item of a token stream: why it ended and how many tokens it had."""
+    """The last item of a token stream: why it ended, how many tokens it had, and the shapes
+    of the completion it ends (so that one reducer, made once, can build any completion)."""
 
     reason: str
     tokens: int
+    shapes: _Shapes
 
 
-async def _tokens(model: ChatModel, request: ChatRequest) -> AsyncIterator[str | _Finish]:
+async def _tokens(
+    model: ChatModel, request: ChatRequest, shapes: _Shapes
+) -> AsyncIterator[str | _Finish]:
     """The model's tokens, cut at ``max_tokens``, then a :class:`_Finish`.
 
-    Errors other than :class:`HTTPError` are logged and become an OpenAI-shaped 500, so no
-    traceback reaches a client and every error has the same shape.
+    The error policy (:func:`~asgistream.errors.as_http_error`) logs anything but an
+    :class:`HTTPError`, which then becomes an OpenAI-shaped 500: no traceback reaches a
+    client, and every error has OpenAI's shape.
     """
     limit = request.max_tokens
     count = 0
@@ -349,91 +386,23 @@ async def _tokens(model: ChatModel, request: ChatRequest) -> AsyncIterator[str |
             if limit is not None and count >= limit:
                 reason = "length"
                 break
-    except HTTPError:
-        raise
     except Exception as exc:
-        logger.error("chat model failed", exc_info=exc)
-        raise openai_error(500, "The model failed while generating the answer") from None
+        error = as_http_error(exc, "chat model failed")
+        if error is not exc:
+            error = openai_error(error.status, _MODEL_FAILED)
+        raise error from None
     finally:
         if tokens is not None:
             await aclose(tokens)
-    yield _Finish(reason, count)
+    yield _Finish(reason, count, shapes)
 
 
-class _Shapes:
-    """The JSON objects of one completion, which all share ``id``, ``created`` and ``model``."""
-
-    __slots__ = ("created", "head", "id", "model", "tail")
-
-    def __init__(self, model: str, include_usage: bool) -> None:
-        self.id = f"chatcmpl-{uuid.uuid4().hex}"
-        self.created = int(time.time())
-        self.model = model
-        # Content chunks are the bulk of a stream: their JSON is built around the token only.
-        self.head = (
-            b'{"id":%b,"object":"chat.completion.chunk","created":%d,"model":%b,'
-            b'"choices":[{"index":0,"delta":{"content":'
-            % (orjson.dumps(self.id), self.created, orjson.dumps(model))
-        )
-        self.tail = b'},"logprobs":null,"finish_reason":null}]' + (
-            b',"usage":null}' if include_usage else b"}"
-        )
-
-    def content(self, token: str) -> bytes:
-        return self.head + orjson.dumps(token) + self.tail
-
-    def chunk(
-        self, delta: dict[str, Any], finish_reason: str | None, include_usage: bool
-    ) -> dict[str, Any]:
-        chunk = self._common("chat.completion.chunk")
-        chunk["choices"] = [
-            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        ]
-        if include_usage:
-            chunk["usage"] = None
-        return chunk
-
-    def usage_chunk(self, usage: dict[str, int]) -> dict[str, Any]:
-        chunk = self._common("chat.completion.chunk")
-        chunk["choices"] = []
-        chunk["usage"] = usage
-        return chunk
-
-    def completion(self, content: str, finish_reason: str, usage: dict[str, int]) -> bytes:
-        completion = self._common("chat.completion")
-        completion["choices"] = [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
-                "logprobs": None,
-                "finish_reason": finish_reason,
-            }
-        ]
-        completion["usage"] = usage
-        return orjson.dumps(completion)
-
-    def _common(self, kind: str) -> dict[str, Any]:
-        return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
-
-
-def _usage(prompt: int, completion: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }
-
-
-async def _chunks(
-    tokens: AsyncIterator[str | _Finish], shapes: _Shapes, include_usage: bool, prompt: int
-) -> AsyncIterator[Any]:
+async def _chunks(tokens: AsyncIterator[str | _Finish], shapes: _Shapes) -> AsyncIterator[Any]:
     """The stream: role, content deltas, finish, usage, ``[DONE]``."""
     try:
         # Nothing is sent before the first token, so an error before it keeps its status.
         item = await tokens.__anext__()
-        yield shapes.chunk(
-            {"role": "assistant", "content": "", "refusal": None}, None, include_usage
-        )
+        yield shapes.chunk({"role": "assistant", "content": "", "refusal": None}, None)
         try:
             while type(item) is str:
                 yield shapes.content(item)
@@ -442,9 +411,9 @@ async def _chunks(
             yield error_chunk(exc)
             return
         assert isinstance(item, _Finish)
-        yield shapes.chunk({}, item.reason, include_usage)
-        if include_usage:
-            yield shapes.usage_chunk(_usage(prompt, item.tokens))
+        yield shapes.chunk({}, item.reason)
+        if shapes.include_usage:
+            yield shapes.usage_chunk(item.tokens)
         yield "[DONE]"
     finally:
         await aclose(tokens)
@@ -453,13 +422,11 @@ async def _chunks(
 class _Completion:
     """The reducer that collects a token stream into one ``chat.completion``."""
 
-    __slots__ = ("finish", "pieces", "prompt", "shapes")
+    __slots__ = ("finish", "pieces")
 
-    def __init__(self, shapes: _Shapes, prompt: int) -> None:
-        self.shapes = shapes
-        self.prompt = prompt
+    def __init__(self) -> None:
         self.pieces: list[str] = []
-        self.finish = _Finish("stop", 0)
+        self.finish: _Finish | None = None
 
     def add(self, items: list[Any]) -> int:
         size = 0
@@ -473,12 +440,14 @@ class _Completion:
 
     def body(self) -> bytes:
         finish = self.finish
-        return self.shapes.completion(
-            "".join(self.pieces), finish.reason, _usage(self.prompt, finish.tokens)
-        )
+        assert finish is not None, "a token stream always ends with its _Finish"
+        return finish.shapes.completion("".join(self.pieces), finish.reason, finish.tokens)
 
 
 # -- the endpoint --------------------------------------------------------------------------
+
+_STREAM = StreamOptions()
+_BATCH = BatchOptions(max_items=None)
 
 
 class ChatCompletions:
@@ -486,8 +455,14 @@ class ChatCompletions:
 
     Register it with ``app.route("/v1/chat/completions", methods=("POST",))(handler)``.
     ``models``, if given, are the model names accepted (others get OpenAI's 404
-    ``model_not_found``). ``heartbeat`` and ``send_timeout`` are the stream's (see
-    :class:`~asgistream.EventStreamResponse`); ``timeout`` bounds a batch answer in seconds.
+    ``model_not_found``).
+
+    ``stream`` shapes a streamed answer: its ``heartbeat``, ``idle_timeout`` and
+    ``send_timeout`` (see :class:`~asgistream.StreamOptions`). OpenAI's format decides the
+    rest: no ``id:`` lines (``ids`` is turned off), the ``[DONE]`` is the endpoint's own, and
+    ``done`` or ``retry`` are refused.
+    ``batch`` bounds a whole answer: ``timeout``, ``max_bytes`` and ``max_items`` (tokens; by
+    default no limit). The body is the ``chat.completion``, so ``reduce`` is refused.
     """
 
     def __init__(
@@ -495,21 +470,25 @@ class ChatCompletions:
         model: ChatModel,
         *,
         models: Collection[str] | None = None,
-        heartbeat: float | None = DEFAULT_HEARTBEAT,
-        send_timeout: float | None = None,
-        timeout: float | None = None,
+        stream: StreamOptions = _STREAM,
+        batch: BatchOptions = _BATCH,
     ) -> None:
+        if stream.done or stream.retry is not None:
+            raise ValueError(
+                "OpenAI clients read data: lines only: a chat stream takes no done or retry"
+            )
+        if batch.reduce is not None:
+            raise ValueError("the batch body of a chat is its chat.completion: reduce must be None")
         self.model = model
         self.models = frozenset(models) if models is not None else None
-        self.heartbeat = heartbeat
-        self.send_timeout = send_timeout
-        self.timeout = timeout
+        self.stream = dataclasses.replace(stream, ids=False)
+        self.batch = dataclasses.replace(batch, reduce=_Completion)
 
     async def __call__(self, request: Request) -> ASGIApp:
         try:
             body = await request.json()
         except HTTPError as exc:
-            raise _as_openai(exc) from None
+            raise as_openai(exc) from None
         chat = parse_chat_request(body)
         if self.models is not None and chat.model not in self.models:
             raise openai_error(
@@ -517,13 +496,13 @@ class ChatCompletions:
                 f"The model '{chat.model}' does not exist or you do not have access to it.",
                 code="model_not_found",
             )
-        headers: dict[str, str] = {}
+        headers = None
         if chat.stream is None:
             try:
                 mode = negotiate_scope(request.scope, default=Mode.BATCH)
             except HTTPError as exc:
-                raise _as_openai(exc) from None
-            headers["vary"] = "Accept"
+                raise as_openai(exc) from None
+            headers = with_vary_accept()
         else:
             mode = Mode.STREAM if chat.stream else Mode.BATCH
             request.scope[SCOPE_KEY] = mode
@@ -534,21 +513,8 @@ class ChatCompletions:
                 param="stream_options",
                 code="invalid_value",
             )
-        prompt = self.model.count_tokens(chat)
-        shapes = _Shapes(chat.model, chat.include_usage)
-        tokens = _tokens(self.model, chat)
+        shapes = _Shapes(chat.model, chat.include_usage, self.model.count_tokens(chat))
+        tokens = _tokens(self.model, chat, shapes)
         if mode is Mode.STREAM:
-            return EventStreamResponse(
-                _chunks(tokens, shapes, chat.include_usage, prompt),
-                headers=headers,
-                heartbeat=self.heartbeat,
-                send_timeout=self.send_timeout,
-                ids=False,
-            )
-        return BatchResponse(
-            tokens,
-            reduce=lambda: _Completion(shapes, prompt),
-            max_items=None,
-            timeout=self.timeout,
-            headers=headers,
-        )
+            return EventStreamResponse(_chunks(tokens, shapes), self.stream, headers=headers)
+        return BatchResponse(tokens, self.batch, headers=headers)

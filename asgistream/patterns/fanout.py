@@ -1,9 +1,14 @@
-"""Fan-out: one publisher, many subscribers, each behind a bounded queue.
+"""Fan-out: publishers on any process, many subscribers, each behind a bounded queue.
 
-:meth:`Broker.publish` never waits: it puts the item in every subscriber's queue and
-returns. A subscriber that reads slower than items are published fills its queue, and then
-its :class:`Overflow` policy decides, so a slow client neither grows memory nor slows
-anyone else:
+A :class:`Broker` keeps this process's subscribers; a :class:`FanoutBackend` carries what
+is published to the broker of every process (this one's included): in memory for one
+process (:class:`~asgistream.backends.memory.MemoryFanout`), or through a shared server
+for many.
+
+:meth:`Broker.publish` never waits for a subscriber: each broker puts what it receives in
+every subscriber's queue and returns. A subscriber that reads slower than items are
+published fills its queue, and then its :class:`Overflow` policy decides, so a slow client
+neither grows memory nor slows anyone else:
 
 - ``drop_oldest``: the oldest queued item makes room; before the next item the subscriber
   gets an ``Event`` named ``dropped`` with data ``{"dropped": n}``, the count it lost.
@@ -11,18 +16,21 @@ anyone else:
   (a 503 :class:`~asgistream.HTTPError`), which a stream sends as its final ``error`` event.
 
 Items are whatever the stream yields: values, text or :class:`~asgistream.Event` objects
-(an ``Event`` with a name gives typed events).
+(an ``Event`` with a name gives typed events). They travel as JSON, so a subscriber gets
+what the item's JSON decodes to (a tuple arrives as a list, a dataclass as a dict), exactly
+what a client would have seen; text, bytes and ``Event`` objects arrive as they were sent.
 """
 
 from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
+import orjson
 
 from ..errors import HTTPError
 from ..sse import Event
@@ -31,6 +39,8 @@ __all__ = [
     "DEFAULT_MAX_SUBSCRIBERS",
     "DEFAULT_QUEUE_SIZE",
     "Broker",
+    "Deliver",
+    "FanoutBackend",
     "Overflow",
     "SlowSubscriber",
     "Subscription",
@@ -42,6 +52,32 @@ DEFAULT_QUEUE_SIZE = 100
 
 DEFAULT_MAX_SUBSCRIBERS = 10_000
 """Subscribers a broker has at most."""
+
+Deliver = Callable[[bytes], None]
+"""How a backend hands a broker one published message; it never waits."""
+
+
+class FanoutBackend(Protocol):
+    """Carries each published message to the broker of every process, this one's included.
+
+    One backend object serves one broker. Messages are bytes; each reaches every open
+    backend of the same channel once, in the order the channel received them.
+    """
+
+    async def open(self, deliver: Deliver) -> None:
+        """Start receiving: from now until :meth:`aclose`, call ``deliver(message)`` for
+        every message published on the channel, by any process. Background work (a reader
+        task) started here belongs to the caller's lifespan and ends in :meth:`aclose`."""
+        ...
+
+    async def publish(self, message: bytes) -> None:
+        """Send ``message`` to every open backend of the channel; never waits for a
+        subscriber."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop receiving and release what :meth:`open` took."""
+        ...
 
 
 class Overflow(enum.StrEnum):
@@ -167,15 +203,19 @@ class Subscription:
 
 
 class Broker:
-    """Fans each published item out to every current subscriber.
+    """Fans each published item out to every current subscriber, on every process.
 
-    ``queue_size`` and ``overflow`` are the defaults for :meth:`subscribe`;
-    ``max_subscribers`` bounds the subscribers (one more raises :class:`TooManySubscribers`,
-    a 503).
+    ``backend`` carries items between processes (default: a
+    :class:`~asgistream.backends.memory.MemoryFanout`, this process only). Open the broker
+    before publishing (``async with broker``, or :meth:`open` and :meth:`aclose` in the
+    app's start-up and shut-down hooks). ``queue_size`` and ``overflow`` are the defaults
+    for :meth:`subscribe`; ``max_subscribers`` bounds this process's subscribers (one more
+    raises :class:`TooManySubscribers`, a 503).
     """
 
     def __init__(
         self,
+        backend: FanoutBackend | None = None,
         *,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         overflow: Overflow | str = Overflow.DROP_OLDEST,
@@ -183,15 +223,50 @@ class Broker:
     ) -> None:
         if queue_size < 1 or max_subscribers < 1:
             raise ValueError("queue_size and max_subscribers must be >= 1")
+        if backend is None:
+            from ..backends.memory.fanout import MemoryFanout
+
+            backend = MemoryFanout()
+        self.backend = backend
         self.queue_size = queue_size
         self.overflow = Overflow(overflow)
         self.max_subscribers = max_subscribers
         self._subscribers: dict[Subscription, None] = {}
+        self._open = False
         self._closed = False
 
     def __len__(self) -> int:
-        """Current subscribers."""
+        """Current subscribers on this process."""
         return len(self._subscribers)
+
+    async def open(self) -> None:
+        """Start receiving what is published, by this process and every other."""
+        if self._open or self._closed:
+            raise RuntimeError("a broker is opened once")
+        await self.backend.open(self._deliver)
+        self._open = True
+
+    async def aclose(self) -> None:
+        """End every subscription (after what it has queued), refuse new ones, stop
+        receiving; publishing does nothing from now on."""
+        self._closed = True
+        for subscription in list(self._subscribers):
+            subscription.close()
+        if self._open:
+            self._open = False
+            await self.backend.aclose()
+
+    async def __aenter__(self) -> Broker:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     def subscribe(
         self, *, queue_size: int | None = None, overflow: Overflow | str | None = None
@@ -210,18 +285,56 @@ class Broker:
             self._subscribers[subscription] = None
         return subscription
 
-    def publish(self, item: Any) -> int:
-        """Queue ``item`` for every subscriber, without waiting; return how many there were."""
-        subscribers = list(self._subscribers)
-        for subscription in subscribers:
-            subscription._offer(item)
-        return len(subscribers)
+    async def publish(self, item: Any) -> None:
+        """Send ``item`` to every subscriber of every process, without waiting for any.
 
-    def close(self) -> None:
-        """End every subscription (after what it has queued) and refuse new ones."""
-        self._closed = True
+        Raises ``TypeError`` for an item that cannot travel as JSON.
+        """
+        if self._closed:
+            return
+        if not self._open:
+            raise RuntimeError("open the broker (async with broker, or await broker.open())")
+        await self.backend.publish(_encode_item(item))
+
+    def _deliver(self, message: bytes) -> None:
+        """Queue a published item for every subscriber of this process; never waits."""
+        item = _decode_item(message)
         for subscription in list(self._subscribers):
-            subscription.close()
+            subscription._offer(item)
 
     def _remove(self, subscription: Subscription) -> None:
         self._subscribers.pop(subscription, None)
+
+
+# -- items as messages ------------------------------------------------------------------------
+# One tag byte, then: JSON (a value), the raw bytes, or a JSON array of an Event's fields with
+# its data as JSON or, for bytes, as Latin-1 text (which maps each byte to one character).
+
+
+def _encode_item(item: Any) -> bytes:
+    """``item`` as one message; raises ``TypeError`` if it cannot travel as JSON."""
+    if isinstance(item, Event):
+        data = item.data
+        raw = isinstance(data, bytes | bytearray | memoryview)
+        if raw:
+            data = bytes(data).decode("latin-1")
+        fields = [data, raw, item.event, item.id, item.retry, item.comment]
+        return b"e" + orjson.dumps(fields)
+    if isinstance(item, bytes | bytearray | memoryview):
+        return b"b" + bytes(item)
+    return b"v" + orjson.dumps(item)
+
+
+def _decode_item(message: bytes) -> Any:
+    """The item :func:`_encode_item` made ``message`` of."""
+    tag, body = message[:1], message[1:]
+    if tag == b"v":
+        return orjson.loads(body)
+    if tag == b"b":
+        return body
+    if tag == b"e":
+        data, raw, event, id, retry, comment = orjson.loads(body)
+        if raw:
+            data = data.encode("latin-1")
+        return Event(data, event=event, id=id, retry=retry, comment=comment)
+    raise ValueError(f"not a fan-out message: {message[:16]!r}")

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 import anyio
 from anyio.abc import ObjectSendStream
 
+from ..producer import aclose
+
 __all__ = ["merge"]
 
 T = TypeVar("T")
@@ -94,6 +96,4 @@ async def _pump(source: AsyncIterable[Any], send: ObjectSendStream[Any]) -> None
             if type(item) is _Failure:
                 return
     finally:
-        close = getattr(iterator, "aclose", None)
-        if close is not None:
-            await close()
+        await aclose(iterator)

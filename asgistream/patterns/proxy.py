@@ -6,10 +6,11 @@ return ``upstream.forward(request, path)``. Each forwarded request, in order:
 
 1. waits for one of ``max_streams`` slots, held until the response is complete (the whole
    stream); after ``queue_timeout`` seconds it is answered ``503`` with ``Retry-After``;
-2. sends the request upstream; connection failures, ``5xx`` answers and a connection that
-   breaks before the first chunk are retried ``retries`` times with exponential backoff.
-   Nothing is retried once a chunk has arrived, nor after a timeout (the upstream may still
-   be working on it);
+2. sends the request upstream; connection failures, retryable statuses (5xx by default) and a
+   connection that breaks before the first chunk are retried by a
+   :class:`~asgistream.client.RetryPolicy`, the client's own backoff (``Retry-After`` a lower
+   bound). Nothing is retried once a chunk has arrived, nor after a timeout (the upstream may
+   still be working on it);
 3. relays an SSE answer event by event, with ``read_timeout`` as the longest silence between
    two chunks (never a limit on the whole stream); any other answer is forwarded whole,
    status included.
@@ -18,40 +19,58 @@ A client that disconnects, at any of these steps, cancels the work at once and c
 upstream connection. Errors before the answer starts are OpenAI-shaped JSON (``502``
 unreachable or broken upstream, ``504`` upstream timeout); errors after it end the stream with
 a ``data:`` chunk holding an ``error`` object, which the OpenAI SDK raises as ``APIError``.
-Comments (upstream heartbeats) are not relayed: the stream sends its own ``heartbeat``.
+The upstream's lines are read by the client's parser (:class:`~asgistream.client.BlockParser`).
+Comments (upstream heartbeats) are not relayed: the stream sends its own heartbeats.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
 import anyio
-import httpx
+
+try:
+    import httpx
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ModuleNotFoundError(
+        "asgistream.patterns.proxy needs httpx: pip install 'asgistream[proxy]'", name="httpx"
+    ) from exc
 
 from .._types import ASGIApp, Receive, Scope, Send
+from ..client.events import BlockParser
+from ..client.retry import RetryPolicy, parse_retry_after
 from ..disconnect import Watch
 from ..errors import HTTPError, send_error
 from ..middleware.limiter import Limiter, LimiterFull
+from ..options import StreamOptions
 from ..producer import aclose
 from ..request import Request
 from ..responses import Response
 from ..sse import Event
-from ..streaming import DEFAULT_HEARTBEAT, EventStreamResponse
-from .chat import error_chunk, openai_error
+from ..streaming import EventStreamResponse
+from ._openai import as_openai, error_chunk, openai_error
 
-__all__ = ["Upstream"]
+__all__ = ["DEFAULT_UPSTREAM_RETRY", "MAX_BODY_BYTES", "Upstream"]
 
 logger = logging.getLogger("asgistream")
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 """The largest non-streaming upstream answer forwarded, in bytes."""
+
+DEFAULT_UPSTREAM_RETRY = RetryPolicy(
+    initial=0.25, cap=4.0, max_attempts=3, statuses=frozenset(range(500, 600))
+)
+"""Three attempts, 0.25 s then 0.5 s apart (jittered, at most 4 s); every 5xx is retried."""
+
+_NO_RETRY = RetryPolicy(max_attempts=1)
+_STREAM = StreamOptions()
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) and those httpx recomputes are never forwarded.
 _HOP_BY_HOP = frozenset(
@@ -94,11 +113,15 @@ class Upstream:
     (``retry_after`` seconds, by default ``queue_timeout`` rounded up).
     ``connect_timeout``, ``write_timeout``: seconds to connect and to send the request.
     ``read_timeout``: the longest wait for each chunk of the answer, in seconds.
-    ``retries``, ``backoff``, ``max_backoff``: attempts after the first, and the delays
-    between them (``backoff * 2**n`` seconds, jittered, at most ``max_backoff``).
+    ``retry``: when to send a request again and how long to wait first
+    (:data:`DEFAULT_UPSTREAM_RETRY`; ``None``: never). Its ``max_attempts`` counts every
+    attempt, the first included, and its ``statuses`` are the upstream answers worth another
+    try; the last attempt's answer is forwarded whatever its status.
     ``headers``: sent with every request, over the client's own (an API key, say).
-    ``heartbeat``, ``send_timeout``: those of the relayed stream (see
-    :class:`~asgistream.EventStreamResponse`).
+    ``stream``: the relayed stream's heartbeat, timeouts and ``retry`` hint; the upstream's
+    events keep their own ids (``ids`` is turned off) and its ``[DONE]``, if it sends one
+    (``done`` is refused).
+    ``max_body_bytes``: the largest answer that is not a stream forwarded, in bytes.
 
     Use it as an async context manager, or call :meth:`open` and :meth:`aclose`, in the app's
     lifespan.
@@ -114,28 +137,23 @@ class Upstream:
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
         write_timeout: float = 10.0,
-        retries: int = 2,
-        backoff: float = 0.25,
-        max_backoff: float = 4.0,
+        retry: RetryPolicy | None = DEFAULT_UPSTREAM_RETRY,
         headers: Mapping[str, str] | None = None,
-        heartbeat: float | None = DEFAULT_HEARTBEAT,
-        send_timeout: float | None = None,
+        stream: StreamOptions = _STREAM,
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         if max_streams < 1:
             raise ValueError(f"max_streams must be at least 1, not {max_streams}")
-        if retries < 0:
-            raise ValueError(f"retries must be >= 0, not {retries}")
         for name, value in (
             ("queue_timeout", queue_timeout),
             ("connect_timeout", connect_timeout),
             ("read_timeout", read_timeout),
             ("write_timeout", write_timeout),
-            ("backoff", backoff),
-            ("max_backoff", max_backoff),
         ):
             if not value >= 0:
                 raise ValueError(f"{name} must be >= 0 seconds, not {value!r}")
+        if stream.done:
+            raise ValueError("a relayed stream ends as the upstream's does: done must be False")
         self.base_url = base_url.rstrip("/")
         self.max_streams = max_streams
         self.queue_timeout = queue_timeout
@@ -143,12 +161,9 @@ class Upstream:
         self.timeout = httpx.Timeout(
             connect=connect_timeout, read=read_timeout, write=write_timeout, pool=connect_timeout
         )
-        self.retries = retries
-        self.backoff = backoff
-        self.max_backoff = max_backoff
+        self.retry = retry if retry is not None else _NO_RETRY
         self.headers = dict(headers or {})
-        self.heartbeat = heartbeat
-        self.send_timeout = send_timeout
+        self.stream = dataclasses.replace(stream, ids=False)
         self.max_body_bytes = max_body_bytes
         self._client: httpx.AsyncClient | None = None
         self._slots: Limiter | None = None
@@ -219,30 +234,32 @@ class Upstream:
 
     async def _send(self, client: httpx.AsyncClient, request: httpx.Request) -> _Answer:
         """Send ``request`` until it gets an answer, retrying what may be retried."""
-        attempt = 0
+        policy = self.retry
+        failures = 0
         while True:
-            delay: float | None = None
+            final = policy.gives_up(failures + 1)
+            at_least = 0.0
             try:
                 response = await client.send(request, stream=True)
             except _RETRYABLE as exc:
-                if attempt >= self.retries:
+                if final:
                     raise _upstream_error(exc) from None
-                logger.info("upstream attempt %d failed: %r", attempt + 1, exc)
+                logger.info("upstream attempt %d failed: %r", failures + 1, exc)
             except httpx.HTTPError as exc:
                 raise _upstream_error(exc) from None
             else:
                 try:
-                    if response.status_code < 500 or attempt >= self.retries:
+                    if final or response.status_code not in policy.statuses:
                         return await self._first(response)
-                    delay = _retry_after(response)
+                    at_least = parse_retry_after(response.headers.get("retry-after")) or 0.0
                     logger.info(
-                        "upstream attempt %d answered %d", attempt + 1, response.status_code
+                        "upstream attempt %d answered %d", failures + 1, response.status_code
                     )
                 except _RETRYABLE as exc:
-                    if attempt >= self.retries:
+                    if final:
                         await _close(response)
                         raise _upstream_error(exc) from None
-                    logger.info("upstream attempt %d broke: %r", attempt + 1, exc)
+                    logger.info("upstream attempt %d broke: %r", failures + 1, exc)
                 except httpx.HTTPError as exc:
                     await _close(response)
                     raise _upstream_error(exc) from None
@@ -250,19 +267,19 @@ class Upstream:
                     await _close(response)
                     raise
                 await _close(response)
-            await anyio.sleep(self._backoff(attempt, delay))
-            attempt += 1
+            failures += 1
+            await anyio.sleep(policy.delay(failures, at_least=at_least))
 
     async def _first(self, response: httpx.Response) -> _Answer:
-        """Read up to the first chunk: the first line of an SSE answer, or a whole body."""
+        """Read up to the first chunk of an SSE answer, or the whole body of any other."""
         if response.headers.get("content-type", "").startswith("text/event-stream"):
-            lines = response.aiter_lines()
+            chunks = response.aiter_bytes()
             try:
-                first = await lines.__anext__()
+                first = await chunks.__anext__()
             except StopAsyncIteration:
                 first = None
-            return _Answer(response, lines=lines, first=first)
-        chunks: list[bytes] = []
+            return _Answer(response, chunks=chunks, first=first)
+        body: list[bytes] = []
         size = 0
         async for chunk in response.aiter_bytes():
             size += len(chunk)
@@ -272,29 +289,21 @@ class Upstream:
                     f"The upstream answer is larger than {self.max_body_bytes} bytes",
                     code="upstream_too_large",
                 )
-            chunks.append(chunk)
-        return _Answer(response, body=b"".join(chunks))
-
-    def _backoff(self, attempt: int, at_least: float | None) -> float:
-        delay = min(self.max_backoff, self.backoff * 2.0**attempt)
-        # Jitter spreads the retries of many requests that failed together.
-        delay *= 0.5 + random.random() / 2
-        if at_least is not None:
-            delay = max(delay, min(at_least, self.max_backoff))
-        return delay
+            body.append(chunk)
+        return _Answer(response, body=b"".join(body))
 
 
 @dataclass(slots=True)
 class _Answer:
     """An upstream response, read up to its first chunk.
 
-    An SSE answer has ``lines`` (the rest of the stream) and ``first`` (``None`` if the
+    An SSE answer has ``chunks`` (the rest of the stream) and ``first`` (``None`` if the
     stream was empty); any other answer has its whole ``body``.
     """
 
     response: httpx.Response
-    lines: AsyncIterator[str] | None = None
-    first: str | None = None
+    chunks: AsyncIterator[bytes] | None = None
+    first: bytes | None = None
     body: bytes = b""
 
 
@@ -321,7 +330,7 @@ class _Forward:
         try:
             body = await self.request.body()
         except HTTPError as exc:
-            await send_error(send, exc)
+            await send_error(send, as_openai(exc))
             return
         async with contextlib.AsyncExitStack() as stack:
             # The body is read, so the watcher only sees the disconnect, which ends the wait.
@@ -345,7 +354,7 @@ class _Forward:
                 code="queue_timeout",
                 headers={"retry-after": str(upstream.retry_after)},
             )
-        stack.callback(self.slots.release)
+        stack.push_async_callback(self.slots.release)
         request = self.client.build_request(
             self.request.method, self.url, content=body, headers=self.headers
         )
@@ -364,7 +373,7 @@ class _Forward:
             for name, value in response.headers.items()
             if name.lower() not in _NOT_FORWARDED_DOWN
         }
-        if answer.lines is None:
+        if answer.chunks is None:
             return Response(
                 answer.body,
                 status=response.status_code,
@@ -372,12 +381,10 @@ class _Forward:
                 headers=headers,
             )
         return EventStreamResponse(
-            _relay(answer.first, answer.lines, self.upstream.timeout.read),
+            _relay(answer.first, answer.chunks, self.upstream.timeout.read),
+            self.upstream.stream,
             status=response.status_code,
             headers=headers,
-            heartbeat=self.upstream.heartbeat,
-            send_timeout=self.upstream.send_timeout,
-            ids=False,
         )
 
 
@@ -393,19 +400,17 @@ async def _unless_disconnected(
 
 
 async def _relay(
-    first: str | None, lines: AsyncIterator[str], read_timeout: float | None
+    first: bytes | None, chunks: AsyncIterator[bytes], read_timeout: float | None
 ) -> AsyncIterator[Any]:
     """The upstream's events, then an error chunk if the upstream fails mid-stream."""
-    parser = _Parser()
+    relay = _Relay()
     try:
         if first is None:
             return
-        event = parser.feed(first)
-        if event is not None:
+        for event in relay.feed(first):
             yield event
-        async for line in lines:
-            event = parser.feed(line)
-            if event is not None:
+        async for chunk in chunks:
+            for event in relay.feed(chunk):
                 yield event
     except httpx.TimeoutException:
         yield error_chunk(
@@ -418,70 +423,49 @@ async def _relay(
     except httpx.HTTPError as exc:
         yield error_chunk(_upstream_error(exc))
     finally:
-        await aclose(lines)
+        await aclose(chunks)
 
 
-@dataclass(slots=True)
-class _Parser:
-    """Turns SSE lines back into events (WHATWG rules); comments are dropped.
+class _Relay:
+    """Turns an upstream's bytes back into the events to send on; comments are dropped.
 
-    An ``id`` or ``retry`` without data waits for the next event, which carries it, so the
-    client's last event id and reconnection delay end up as the upstream meant them.
+    The lines and fields are the client's :class:`~asgistream.client.BlockParser`'s; what
+    they mean for a relay is decided here. An event carries the ``event``, ``id`` and
+    ``retry`` its block set; an ``id`` or ``retry`` in a block without data waits for the next
+    event, which carries it, so that the client's last event id and reconnection delay end up
+    as the upstream meant them. An event with nothing but data is relayed as its text.
     """
 
-    data: list[str] | None = None
-    event: str | None = None
-    id: str | None = None
-    retry: int | None = None
+    __slots__ = ("_blocks", "_id", "_retry")
 
-    def feed(self, line: str) -> Any:
-        """Take one line; return the event it completes (a ``str`` of data or an
-        :class:`Event`), or ``None``."""
-        if not line:
-            return self._dispatch()
-        if line[0] == ":":
-            return None
-        name, colon, value = line.partition(":")
-        if colon and value[:1] == " ":
-            value = value[1:]
-        if name == "data":
-            if self.data is None:
-                self.data = [value]
-            else:
-                self.data.append(value)
-        elif name == "event":
-            self.event = value
-        elif name == "id":
-            if "\0" not in value:
-                self.id = value
-        elif name == "retry" and value.isascii() and value.isdigit():
-            self.retry = int(value)
-        return None
+    def __init__(self) -> None:
+        self._blocks = BlockParser()
+        self._id: str | None = None
+        self._retry: int | None = None
 
-    def _dispatch(self) -> Any:
-        data = self.data
-        if data is None:
-            # No data, no event; the event type is forgotten, id and retry wait.
-            self.event = None
-            return None
-        text = "\n".join(data)
-        self.data = None
-        if self.event is None and self.id is None and self.retry is None:
-            return text
-        event = Event(text, event=self.event or None, id=self.id, retry=self.retry)
-        self.event = self.id = self.retry = None
-        return event
+    def feed(self, chunk: bytes) -> list[str | Event]:
+        """The events that ``chunk`` completes, in order."""
+        events: list[str | Event] = []
+        for block in self._blocks.feed(chunk):
+            if block.id is not None:
+                self._id = block.id
+            if block.retry is not None:
+                self._retry = block.retry
+            if not block.data:
+                continue
+            text = "\n".join(block.data)
+            if not block.event and self._id is None and self._retry is None:
+                events.append(text)
+                continue
+            events.append(Event(text, event=block.event or None, id=self._id, retry=self._retry))
+            self._id = self._retry = None
+        return events
 
 
 async def _close(response: httpx.Response) -> None:
     # Runs while the request unwinds, possibly cancelled: the connection must close anyway.
     with anyio.CancelScope(shield=True):
         await response.aclose()
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
-    return float(value) if value.isascii() and value.isdigit() else None
 
 
 def _upstream_error(exc: httpx.HTTPError) -> HTTPError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from asgistream import App, Request
+from asgistream import App, Request, StreamOptions
 
 from . import common
 
@@ -33,7 +33,7 @@ async def idle(request: Request) -> AsyncIterator[Any]:
     return common.idle()
 
 
-@app.dual("/tokens", ids=False, done=True)
+@app.dual("/tokens", stream=StreamOptions(ids=False, done=True))
 async def tokens(request: Request) -> AsyncIterator[Any]:
     query = request.query
     return common.tokens(int(query.get("n", 20)), float(query.get("delay", 0.05)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ def record_finally(run: str | None, reason: str) -> None:
 
 async def items(
     n: int = BATCH_SIZE, cap: float = 30.0, run: str | None = None
-) -> AsyncIterator[Any]:
+) -> AsyncGenerator[Any, None]:
     """``n`` items (``n < 0``: endless) without awaiting anything, for at most ``cap`` s.
 
     A consumer that awaits only ``send`` between items is "send-only": it gives the event
@@ -68,7 +68,9 @@ async def items(
         record_finally(run, reason)
 
 
-async def paced(delay: float, cap: float = 30.0, run: str | None = None) -> AsyncIterator[Any]:
+async def paced(
+    delay: float, cap: float = 30.0, run: str | None = None
+) -> AsyncGenerator[Any, None]:
     """An item every ``delay`` seconds, endlessly, for at most ``cap`` s."""
     deadline = time.monotonic() + cap
     reason = "stopped"
@@ -83,13 +85,13 @@ async def paced(delay: float, cap: float = 30.0, run: str | None = None) -> Asyn
         record_finally(run, reason)
 
 
-async def idle() -> AsyncIterator[Any]:
+async def idle() -> AsyncGenerator[Any, None]:
     """One item, then nothing until the client leaves."""
     yield item(0)
     await asyncio.Event().wait()
 
 
-async def tokens(n: int, delay: float) -> AsyncIterator[Any]:
+async def tokens(n: int, delay: float) -> AsyncGenerator[Any, None]:
     """``n`` LLM-like chunks, one every ``delay`` seconds."""
     for _ in range(n):
         await asyncio.sleep(delay)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,7 +24,7 @@ def _wants_stream(request: Request) -> bool:
     return "text/event-stream" in request.headers.get("accept", "")
 
 
-async def _sse(source: AsyncIterator[Any]) -> AsyncIterator[str]:
+async def _sse(source: AsyncGenerator[Any, None]) -> AsyncIterator[str]:
     async with contextlib.aclosing(source):
         i = 0
         async for item in source:
@@ -32,12 +32,12 @@ async def _sse(source: AsyncIterator[Any]) -> AsyncIterator[str]:
             i += 1
 
 
-def _stream(source: AsyncIterator[Any]) -> StreamingResponse:
+def _stream(source: AsyncGenerator[Any, None]) -> StreamingResponse:
     return StreamingResponse(_sse(source), media_type="text/event-stream")
 
 
 @app.get("/items")
-async def items(  # no return annotation: FastAPI's default JSON path
+async def items(  # type: ignore[no-untyped-def]  # no return annotation: the default JSON path
     request: Request, n: int = common.BATCH_SIZE, cap: float = 30, run: str | None = None
 ):
     source = common.items(n, cap, run)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import orjson
@@ -24,7 +24,7 @@ class ORJSONResponse(Response):
         return orjson.dumps(content)
 
 
-async def _sse(source: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+async def _sse(source: AsyncGenerator[Any, None]) -> AsyncIterator[bytes]:
     async with contextlib.aclosing(source):
         i = 0
         async for item in source:
@@ -32,7 +32,7 @@ async def _sse(source: AsyncIterator[Any]) -> AsyncIterator[bytes]:
             i += 1
 
 
-def _stream(source: AsyncIterator[Any]) -> StreamingResponse:
+def _stream(source: AsyncGenerator[Any, None]) -> StreamingResponse:
     return StreamingResponse(_sse(source), media_type="text/event-stream")
 
 

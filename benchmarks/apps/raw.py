@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -75,7 +75,7 @@ def _event(i: int, item: Any) -> dict[str, Any]:
     return {"type": "http.response.body", "body": body, "more_body": True}
 
 
-async def _batch(source: AsyncIterator[Any], send: Send) -> None:
+async def _batch(source: AsyncGenerator[Any, None], send: Send) -> None:
     async with contextlib.aclosing(source):
         body = orjson.dumps({"items": [item async for item in source]})
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
@@ -83,7 +83,7 @@ async def _batch(source: AsyncIterator[Any], send: Send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def _stream(source: AsyncIterator[Any], send: Send) -> None:
+async def _stream(source: AsyncGenerator[Any, None], send: Send) -> None:
     await send(_SSE_START)
     i = 0
     async with contextlib.aclosing(source):
@@ -93,7 +93,7 @@ async def _stream(source: AsyncIterator[Any], send: Send) -> None:
     await send(_END)
 
 
-async def _watched(source: AsyncIterator[Any], receive: Receive, send: Send) -> None:
+async def _watched(source: AsyncGenerator[Any, None], receive: Receive, send: Send) -> None:
     """Stream ``source`` until it ends or the client leaves, whichever comes first."""
 
     async def watch() -> None:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import orjson
@@ -17,7 +17,7 @@ from starlette.routing import Route
 from . import common
 
 
-async def _events(source: AsyncIterator[Any]) -> AsyncIterator[dict[str, Any]]:
+async def _events(source: AsyncGenerator[Any, None]) -> AsyncIterator[dict[str, Any]]:
     async with contextlib.aclosing(source):
         i = 0
         async for item in source:

@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 
-from asgistream import App, Event, Mode, Request
+from asgistream import App, Event, Mode, Request, StreamOptions
 from asgistream.responses import Response
 
 app = App()
@@ -64,7 +64,7 @@ async def parity_page(request: Request) -> Response:
     return Response(PAGE.encode(), media_type="text/html; charset=utf-8")
 
 
-@app.dual("/hostile", default=Mode.STREAM, heartbeat=HEARTBEAT, retry=RETRY)
+@app.dual("/hostile", default=Mode.STREAM, stream=StreamOptions(heartbeat=HEARTBEAT, retry=RETRY))
 async def hostile(request: Request) -> AsyncIterator[Any]:
     for position, item in enumerate(HOSTILE):
         if position in (3, 12):
@@ -85,7 +85,7 @@ async def bad_field(request: Request) -> AsyncIterator[Any]:
         yield Event("after", event=hostile)
 
 
-@app.dual("/echo-last-id", default=Mode.STREAM, retry=50)
+@app.dual("/echo-last-id", default=Mode.STREAM, stream=StreamOptions(retry=50))
 async def echo_last_id(request: Request) -> AsyncIterator[Any]:
     """First a non-ASCII id; on the reconnection, the ``Last-Event-ID`` the server read."""
     last = request.last_event_id

@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio
 
-from asgistream import App, Request
+from asgistream import App, Request, StreamOptions
 from asgistream.patterns.chat import ChatCompletions, ChatRequest
 from examples.chat import EchoModel
 
@@ -39,7 +39,9 @@ class CountedModel(EchoModel):
 
 
 # Heartbeats every 50 ms: they must not disturb the SDK's decoder.
-app.route("/v1/chat/completions", methods=("POST",))(ChatCompletions(EchoModel(), heartbeat=0.05))
+app.route("/v1/chat/completions", methods=("POST",))(
+    ChatCompletions(EchoModel(), stream=StreamOptions(heartbeat=0.05))
+)
 app.route("/failing/v1/chat/completions", methods=("POST",))(ChatCompletions(FailingModel()))
 app.route("/counted/v1/chat/completions", methods=("POST",))(ChatCompletions(CountedModel()))
 app.route("/only-echo/v1/chat/completions", methods=("POST",))(

@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from asgistream import App, Event, HTTPError, Request
+from asgistream import App, Event, HTTPError, Request, StreamOptions
 
 app = App()
 attempts: dict[str, int] = {}
@@ -50,7 +50,7 @@ async def broken(request: Request) -> AsyncIterator[Any]:
     raise HTTPError(409, "The thing changed under us", type="conflict")
 
 
-@app.dual("/done", done=True)
+@app.dual("/done", stream=StreamOptions(done=True))
 async def done(request: Request) -> AsyncIterator[Any]:
     for i in range(3):
         yield {"i": i}
@@ -69,5 +69,5 @@ async def _slow(request: Request) -> AsyncIterator[Event]:
         yield Event({"i": i}, id=i)
 
 
-app.dual("/slow", heartbeat=0.1)(_slow)
-app.dual("/slow-silent", heartbeat=None)(_slow)
+app.dual("/slow", stream=StreamOptions(heartbeat=0.1))(_slow)
+app.dual("/slow-silent", stream=StreamOptions(heartbeat=None))(_slow)

@@ -7,24 +7,27 @@ from typing import Any
 
 import anyio
 
-from asgistream import App, Event, HTTPError, Request, joined_text, last_item
+from asgistream import (
+    App,
+    BatchOptions,
+    Event,
+    HTTPError,
+    Mode,
+    Request,
+    StreamOptions,
+    joined_text,
+    last_item,
+)
+from tests.helpers import Counted
 
 app = App()
 stats = {"started": 0, "finished": 0}
-
-
-async def counted(items: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    stats["started"] += 1
-    try:
-        async for item in items:
-            yield item
-    finally:
-        stats["finished"] += 1
+counted = Counted(stats)
 
 
 @app.route("/_stats")
 async def get_stats(request: Request) -> dict[str, Any]:
-    return {**stats, "open_streams": len(request.scope["asgistream.app"].shutdown)}
+    return {**stats, "open_streams": len(request.app.shutdown)}
 
 
 @app.dual("/hot")
@@ -68,7 +71,7 @@ async def blocked(request: Request) -> AsyncIterator[Any]:
     return counted(items())
 
 
-@app.dual("/silent", heartbeat=0.2)
+@app.dual("/silent", stream=StreamOptions(heartbeat=0.2))
 async def silent(request: Request) -> AsyncIterator[Any]:
     async def items() -> AsyncIterator[Any]:
         await anyio.sleep(float(request.query.get("wait", "0.7")))
@@ -77,7 +80,7 @@ async def silent(request: Request) -> AsyncIterator[Any]:
     return counted(items())
 
 
-@app.dual("/stall", idle_timeout=0.3)
+@app.dual("/stall", stream=StreamOptions(idle_timeout=0.3))
 async def stall(request: Request) -> AsyncIterator[Any]:
     async def items() -> AsyncIterator[Any]:
         yield 1
@@ -116,19 +119,19 @@ async def bad_id(request: Request) -> AsyncIterator[Any]:
     yield Event("bad", id="evil\nid")
 
 
-@app.dual("/tokens", reduce=joined_text())
+@app.dual("/tokens", batch=BatchOptions(reduce=joined_text()))
 async def tokens(request: Request) -> AsyncIterator[str]:
     for word in ("Hello", ", ", "world", "!"):
         yield word
 
 
-@app.dual("/last", reduce=last_item())
+@app.dual("/last", batch=BatchOptions(reduce=last_item()))
 async def last(request: Request) -> AsyncIterator[dict[str, int]]:
     for i in range(5):
         yield {"progress": i}
 
 
-@app.dual("/limited", max_items=10, max_bytes=2000, timeout=0.5)
+@app.dual("/limited", batch=BatchOptions(max_items=10, max_bytes=2000, timeout=0.5))
 async def limited(request: Request) -> AsyncIterator[Any]:
     n = int(request.query.get("n", "5"))
     size = int(request.query.get("size", "1"))
@@ -139,7 +142,12 @@ async def limited(request: Request) -> AsyncIterator[Any]:
         yield "y" * size
 
 
-@app.dual("/stream-only", modes=("stream",), default="stream", done=True, ids=False)
+@app.dual(
+    "/stream-only",
+    modes=(Mode.STREAM,),
+    default=Mode.STREAM,
+    stream=StreamOptions(done=True, ids=False),
+)
 async def stream_only(request: Request) -> AsyncIterator[int]:
     for i in range(3):
         yield i
@@ -165,7 +173,7 @@ async def state(request: Request) -> dict[str, Any]:
     return {"greeting": request.state.get("greeting")}
 
 
-@app.dual("/upload", methods=["POST"], default="stream")
+@app.dual("/upload", methods=["POST"], default=Mode.STREAM)
 async def upload(request: Request) -> AsyncIterator[Any]:
     """Reads its JSON body inside the generator, after the stream's watcher has started."""
     await anyio.sleep(0.01)  # the disconnect watcher is first in line on receive() by now
@@ -174,6 +182,6 @@ async def upload(request: Request) -> AsyncIterator[Any]:
         yield word
 
 
-@app.dual("/stalled", methods=["POST"], default="stream", body_timeout=0.5)
+@app.dual("/stalled", methods=["POST"], default=Mode.STREAM, body_timeout=0.5)
 async def stalled(request: Request) -> AsyncIterator[Any]:
     yield await request.json()

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from asgistream import App, Mode, Request
-from asgistream.patterns.eventlog import parse_last_event_id, resume
+from asgistream import App, Mode, Request, StreamOptions
+from asgistream.patterns.eventlog import parse_position, resume
 from asgistream.responses import Response
 from examples import events
 
@@ -42,10 +42,10 @@ async def page(request: Request) -> Response:
     return Response(PAGE.encode(), media_type="text/html; charset=utf-8")
 
 
-@app.dual("/cut/{topic}", modes=(Mode.STREAM,), default=Mode.STREAM, retry=50)
+@app.dual("/cut/{topic}", modes=(Mode.STREAM,), default=Mode.STREAM, stream=StreamOptions(retry=50))
 async def cut(request: Request) -> AsyncIterator[Any]:
-    log = request.scope["asgistream.app"].state[events.LOG]
-    after = parse_last_event_id(request.last_event_id or request.query.get("after"))
+    log = request.app.state[events.LOG]
+    after = parse_position(request.last_event_id or request.query.get("after"))
     limit = int(request.query.get("max", "3"))
 
     async def limited() -> AsyncIterator[Any]:

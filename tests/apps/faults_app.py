@@ -17,9 +17,11 @@ import anyio
 import anyio.lowlevel
 
 from asgistream import App, HTTPError, Request
-from asgistream.middleware.limiter import Limiter
+from asgistream._types import Scope
+from asgistream.middleware.limiter import Limiter, LimiterMiddleware
 from asgistream.middleware.metrics import MetricsMiddleware
 from asgistream.middleware.prometheus import PrometheusSink
+from tests.helpers import Counted
 
 inner = App()
 sink = PrometheusSink()
@@ -28,26 +30,18 @@ limiter = Limiter(
 )
 inner.shutdown.register(limiter)  # the limiter wraps the App, so it cannot register itself
 stats = {"started": 0, "finished": 0}
+counted = Counted(stats)
 
 
 class Boom(Exception):
     """Raised by /flaky; its message must never reach a client."""
 
 
-def _weight(scope: dict[str, Any]) -> int:
+def _weight(scope: Scope) -> int:
     return 0 if scope["path"] == "/_stats" else 1
 
 
-app = MetricsMiddleware(limiter.middleware(inner, weight=_weight), sink=sink)
-
-
-async def counted(items: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    stats["started"] += 1
-    try:
-        async for item in items:
-            yield item
-    finally:
-        stats["finished"] += 1
+app = MetricsMiddleware(LimiterMiddleware(inner, limiter=limiter, weight=_weight), sink=sink)
 
 
 @inner.route("/_stats")

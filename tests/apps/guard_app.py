@@ -9,7 +9,8 @@ from typing import Any
 import anyio
 
 from asgistream import App, DualEndpoint, Request
-from asgistream.middleware.limiter import Limiter, by_mode
+from asgistream._types import Scope
+from asgistream.middleware.limiter import Limiter, LimiterMiddleware, by_mode
 from asgistream.middleware.metrics import MetricsMiddleware
 from asgistream.middleware.prometheus import PrometheusSink
 from asgistream.patterns.eventlog import parse_last_event_id
@@ -20,11 +21,11 @@ limiter = Limiter(4, queue_timeout=0.5, retry_after=2, name="app", sink=sink)
 inner.shutdown.register(limiter)
 
 
-def _weight(scope: dict[str, Any]) -> int:
+def _weight(scope: Scope) -> int:
     return 0 if scope["path"] == "/_limits" else by_mode(stream=2, batch=1)(scope)
 
 
-app = MetricsMiddleware(limiter.middleware(inner, weight=_weight), sink=sink)
+app = MetricsMiddleware(LimiterMiddleware(inner, limiter=limiter, weight=_weight), sink=sink)
 
 
 @inner.route("/_limits")
@@ -66,4 +67,6 @@ async def _report(request: Request) -> AsyncIterator[Any]:
 
 # One expensive endpoint behind its own limiter of one unit that never queues.
 report_limiter = Limiter(1, queue_timeout=0, retry_after=5, name="report", sink=sink)
-inner.router.add_route("/report", report_limiter.middleware(DualEndpoint(_report)), ("GET",))
+inner.router.add_route(
+    "/report", LimiterMiddleware(DualEndpoint(_report), limiter=report_limiter), ("GET",)
+)

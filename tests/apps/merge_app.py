@@ -9,23 +9,26 @@ import anyio
 
 from asgistream import App, HTTPError, Request
 from asgistream.patterns.merge import merge
+from tests.helpers import Counted
 
 app = App()
 stats = {"started": 0, "finished": 0}
+counted = Counted(stats)
 
 
-async def source(name: str, pace: float, fail_after: int | None) -> AsyncIterator[Any]:
-    stats["started"] += 1
-    try:
-        seq = 0
-        while True:
-            await anyio.sleep(pace)
-            if seq == fail_after:
-                raise HTTPError(502, f"{name} failed", type="upstream_failed")
-            yield {"source": name, "seq": seq}
-            seq += 1
-    finally:
-        stats["finished"] += 1
+async def paced(name: str, pace: float, fail_after: int | None) -> AsyncIterator[Any]:
+    seq = 0
+    while True:
+        await anyio.sleep(pace)
+        if seq == fail_after:
+            raise HTTPError(502, f"{name} failed", type="upstream_failed")
+        yield {"source": name, "seq": seq}
+        seq += 1
+
+
+def source(name: str, pace: float, fail_after: int | None) -> AsyncIterator[Any]:
+    """An endless source, one item every ``pace`` s, failing after ``fail_after`` items."""
+    return counted(paced(name, pace, fail_after))
 
 
 @app.route("/_stats")

@@ -13,28 +13,27 @@ from typing import Any
 
 import anyio
 
-from asgistream import App, EventStreamResponse, HTTPError, Mode, Request
+from asgistream import App, EventStreamResponse, HTTPError, Mode, Request, StreamOptions
 from asgistream._types import ASGIApp
+from asgistream.client import RetryPolicy
 from asgistream.patterns.proxy import Upstream
 from asgistream.responses import Response
+from tests.helpers import Counted
 
 # -- the upstream ----------------------------------------------------------------------------
 
 upstream = App()
 counts: dict[str, int] = {"started": 0, "finished": 0}
 attempts: dict[str, int] = {}
+counted = Counted(counts)
 
 
-async def counted(items: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    counts["started"] += 1
-    try:
-        async for item in items:
-            yield item
-    finally:
-        counts["finished"] += 1
-
-
-@upstream.dual("/paced", methods=("GET", "POST"), default=Mode.STREAM, ids=False, done=True)
+@upstream.dual(
+    "/paced",
+    methods=("GET", "POST"),
+    default=Mode.STREAM,
+    stream=StreamOptions(ids=False, done=True),
+)
 async def paced(request: Request) -> AsyncIterator[Any]:
     """``wait`` seconds, ``n`` events ``gap`` seconds apart, then ``stall`` seconds."""
 
@@ -52,7 +51,7 @@ async def paced(request: Request) -> AsyncIterator[Any]:
     return counted(items())
 
 
-@upstream.dual("/flaky", default=Mode.STREAM, ids=False)
+@upstream.dual("/flaky", default=Mode.STREAM, stream=StreamOptions(ids=False))
 async def flaky(request: Request) -> AsyncIterator[Any]:
     """503 for the first ``fail`` requests with this ``key``, then two events."""
     key = request.query["key"]
@@ -83,7 +82,7 @@ async def stalling_chat(request: Request) -> ASGIApp:
         }
         await anyio.sleep(30)
 
-    return EventStreamResponse(counted(items()), ids=False)
+    return EventStreamResponse(counted(items()), StreamOptions(ids=False))
 
 
 @upstream.route("/attempts/{key}")
@@ -126,8 +125,7 @@ async def open_upstream(app: App) -> None:
         retry_after=2,
         read_timeout=0.8,
         connect_timeout=1.0,
-        retries=2,
-        backoff=0.05,
+        retry=RetryPolicy(initial=0.05, max_attempts=3),
     )
     await up.open()
     app.state[STATE_KEY] = up
@@ -140,10 +138,11 @@ async def close_upstream(app: App) -> None:
 
 @proxy.route("/proxy/{path:path}", methods=("GET", "POST"))
 async def forward(request: Request) -> ASGIApp:
-    up: Upstream = request.scope["asgistream.app"].state[STATE_KEY]
+    up: Upstream = request.app.state[STATE_KEY]
     return up.forward(request, "/" + request.path_params["path"])
 
 
 @proxy.route("/_slots")
 async def slots(request: Request) -> dict[str, int]:
-    return {"in_use": request.scope["asgistream.app"].state[STATE_KEY].in_use}
+    up: Upstream = request.app.state[STATE_KEY]
+    return {"in_use": up.in_use}

@@ -5,7 +5,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from playwright.sync_api import Browser
 
+from tests.browser import chromium
 from tests.server import Server, serve
 
 
@@ -35,3 +37,14 @@ def demo_server() -> Iterator[Server]:
 def client(core_server: Server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=core_server.url, timeout=10) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium, one per module that asks for it (launching costs about a second).
+
+    While it runs, playwright keeps an event loop running in the main thread, so a module
+    whose other tests call ``asyncio.run`` launches its own with ``tests.browser.chromium()``.
+    """
+    with chromium() as launched:
+        yield launched

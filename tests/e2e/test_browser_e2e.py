@@ -41,17 +41,11 @@ from playwright.sync_api import Request as BrowserRequest
 from asgistream import Event, Request
 from examples.page import wants_html
 from tests.apps.browser_app import CUSTOM_EVENTS, HOSTILE, RETRY
-from tests.browser import blank_page, chromium, open_page
+from tests.browser import blank_page, open_page
 from tests.server import Server, free_port, serve
 
 BrowserEvent = dict[str, str]
 """What the page collects of one event: ``{"type", "data", "lastEventId"}``."""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture(scope="module")

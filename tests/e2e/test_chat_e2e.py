@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -12,6 +12,7 @@ import openai
 import orjson
 import pytest
 
+from tests.helpers import wait_for
 from tests.server import Server, serve
 
 QUESTION = "The quick brown fox jumps"
@@ -32,15 +33,6 @@ def server() -> Iterator[Server]:
 def sdk(server: Server) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as client:
         yield client
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.01)
 
 
 def raw_stream(server: Server, body: dict[str, Any], path: str = "/v1/chat/completions") -> str:

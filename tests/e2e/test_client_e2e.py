@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -40,11 +41,6 @@ def item(i: int) -> dict[str, Any]:
 def client_server() -> Iterator[Server]:
     with serve("tests.apps.client_app:app") as server:
         yield server
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 # -- the demo, both modes ----------------------------------------------------------------
@@ -285,10 +281,21 @@ async def test_server_shut_down_gracefully_and_restarted(caplog: pytest.LogCaptu
 # -- the command line ----------------------------------------------------------------------
 
 
-def cli(*args: str, stderr: int | None = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+PYTHON_M = (sys.executable, "-m", "asgistream")
+SCRIPT = (str(Path(sys.executable).with_name("asgistream")),)  # the console script
+
+
+def cli(
+    *args: str,
+    stderr: int | None = subprocess.PIPE,
+    program: tuple[str, ...] = PYTHON_M,
+    path: tuple[Path, ...] = (),
+) -> subprocess.CompletedProcess[str]:
+    """Run the command line (``python -m asgistream`` by default) with ``path`` in front of
+    ``PYTHONPATH``."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, (*path, ROOT)))}
     return subprocess.run(
-        [sys.executable, "-m", "asgistream", *args],
+        [*program, *args],
         capture_output=stderr is subprocess.PIPE,
         stderr=None if stderr is subprocess.PIPE else stderr,
         stdout=None if stderr is subprocess.PIPE else subprocess.PIPE,
@@ -320,9 +327,22 @@ def test_cli_prints_events_json_and_batch(demo_server: Server) -> None:
     assert "400 invalid_parameter" in bad.stderr
 
 
+@pytest.mark.parametrize("program", [PYTHON_M, SCRIPT], ids=["python -m asgistream", "script"])
+def test_cli_without_httpx_names_the_extra(program: tuple[str, ...], tmp_path: Path) -> None:
+    # A sitecustomize that makes `import httpx` fail as it does when httpx is not installed.
+    (tmp_path / "sitecustomize.py").write_text("import sys\n\nsys.modules['httpx'] = None\n")
+    assert Path(program[0]).exists(), f"{program[0]} is missing: reinstall the package"
+    result = cli("http://127.0.0.1:1/items", program=program, path=(tmp_path,))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        "asgistream: the command-line client needs the 'client' extra: "
+        "pip install 'asgistream[client]'\n"
+    )
+
+
 def test_cli_prints_events_as_they_arrive(demo_server: Server) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "asgistream", f"{demo_server.url}/ticker?interval=0.3&n=3"]
+    command = [*PYTHON_M, f"{demo_server.url}/ticker?interval=0.3&n=3"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as process:
         assert process.stdout is not None
         first = process.stdout.readline()

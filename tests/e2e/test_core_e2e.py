@@ -10,6 +10,7 @@ import httpx
 import httpx_sse
 
 from tests.e2e import sockets
+from tests.helpers import wait_for
 from tests.server import Server, serve
 
 SSE = {"Accept": "text/event-stream"}
@@ -23,15 +24,6 @@ def events(
     with httpx_sse.connect_sse(client, "GET", url, headers=dict(headers or {})) as source:
         assert source.response.status_code == 200
         return list(source.iter_sse())
-
-
-def wait_for(predicate, timeout: float = 5.0, every: float = 0.02):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(every)
 
 
 def stats(client: httpx.Client) -> dict[str, int]:

@@ -14,20 +14,12 @@ from typing import Any
 import httpx
 import httpx_sse
 import pytest
-from playwright.sync_api import sync_playwright
 
+from tests.browser import chromium, open_page
 from tests.e2e import sockets
 from tests.server import Server, serve
 
 SSE = {"Accept": "text/event-stream"}
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +132,13 @@ def test_evicted_and_unknown_ids_get_a_reset_event(events_server: Server) -> Non
         ) as source:
             reset = next(event for event in source.iter_sse() if event.data)
             assert reset.event == "reset" and reset.json()["reason"] == "unknown"
+        # An id of another epoch (from a store that lost its history) is not resumed either.
+        with httpx_sse.connect_sse(
+            client, "GET", "/events/evict", headers={"Last-Event-ID": "lost:1008"}
+        ) as source:
+            reset = next(event for event in source.iter_sse() if event.data)
+            assert reset.event == "reset" and reset.json()["reason"] == "unknown"
+            assert reset.id == "10"
         batch = client.get("/events/evict?after=1007", headers={"Accept": "application/json"})
         assert batch.json() == {
             "items": [{"id": i, "event": None, "data": i - 1} for i in (1008, 1009, 1010)]
@@ -151,35 +150,6 @@ def test_evicted_and_unknown_ids_get_a_reset_event(events_server: Server) -> Non
         with client.stream("GET", "/events/evict", headers=SSE) as response:
             first = next(response.iter_bytes())
             assert first.startswith(b"retry: 1000\n\n")
-
-
-def test_headless_chromium_reconnects_with_last_event_id(events_server: Server) -> None:
-    total = 60
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
-        )
-        try:
-            page = browser.new_page()
-            # The server ends the stream after every 4 events: the browser reconnects.
-            page.goto(f"{events_server.url}/page?topic=browser&max=4")
-            page.wait_for_function("window.opens >= 1", timeout=10_000)
-            with httpx.Client(base_url=events_server.url, timeout=10) as client:
-                for i in range(total):
-                    event = {"data": {"n": i}, "event": "alert" if i % 2 else None}
-                    client.post("/events/browser", json=event)
-                    if i % 5 == 0:
-                        time.sleep(0.02)
-            page.wait_for_function(f"window.got.length >= {total}", timeout=20_000)
-            time.sleep(0.3)  # a duplicate, if any, would arrive now
-            got: list[dict[str, Any]] = page.evaluate("window.got")
-            opens: int = page.evaluate("window.opens")
-        finally:
-            browser.close()
-    assert [g["id"] for g in got] == [str(i) for i in range(1, total + 1)]
-    assert [g["type"] for g in got] == ["alert" if i % 2 else "message" for i in range(total)]
-    assert [g["data"] for g in got] == [f'{{"n":{i}}}' for i in range(total)]
-    assert opens >= total // 4
 
 
 # -- the broker ----------------------------------------------------------------------------
@@ -278,3 +248,30 @@ async def _read_until(reader: asyncio.StreamReader, marker: bytes, limit: int = 
                 break
             data += chunk
     return data
+
+
+# -- a real browser (last: its sync Playwright runs this thread's event loop to the end) -----
+
+
+def test_headless_chromium_reconnects_with_last_event_id(events_server: Server) -> None:
+    total = 60
+    # Not the module-scoped ``browser`` fixture: a running playwright keeps an event loop
+    # running in this thread, and the tests after this one need asyncio.run.
+    with chromium() as browser, open_page(browser) as page:
+        # The server ends the stream after every 4 events: the browser reconnects.
+        page.goto(f"{events_server.url}/page?topic=browser&max=4")
+        page.wait_for_function("window.opens >= 1", timeout=10_000)
+        with httpx.Client(base_url=events_server.url, timeout=10) as client:
+            for i in range(total):
+                event = {"data": {"n": i}, "event": "alert" if i % 2 else None}
+                client.post("/events/browser", json=event)
+                if i % 5 == 0:
+                    time.sleep(0.02)
+        page.wait_for_function(f"window.got.length >= {total}", timeout=20_000)
+        time.sleep(0.3)  # a duplicate, if any, would arrive now
+        got: list[dict[str, Any]] = page.evaluate("window.got")
+        opens: int = page.evaluate("window.opens")
+    assert [g["id"] for g in got] == [str(i) for i in range(1, total + 1)]
+    assert [g["type"] for g in got] == ["alert" if i % 2 else "message" for i in range(total)]
+    assert [g["data"] for g in got] == [f'{{"n":{i}}}' for i in range(total)]
+    assert opens >= total // 4

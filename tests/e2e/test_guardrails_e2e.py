@@ -12,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e import sockets
+from tests.helpers import wait_for
 from tests.server import Server, serve
 
 SSE = {"Accept": "text/event-stream"}
@@ -125,6 +126,8 @@ def test_endpoint_limiter_rejects_at_once_and_labels_its_route(guard: Server) ->
             r = client.get("/report")
             assert time.monotonic() - started < 0.5  # queue_timeout=0: no waiting at all
             assert r.status_code == 503 and r.headers["retry-after"] == "5"
+        # The stream gives its unit back once the server has seen the client leave.
+        assert wait_for(lambda: limits(guard)["report"] == {"in_use": 0, "waiting": 0})
         assert client.get("/report").json() == {"items": ["report"]}
     assert limits(guard)["report"] == {"in_use": 0, "waiting": 0}
     samples = scrape(guard)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from tests.e2e import sockets
+from tests.helpers import wait_for
 from tests.server import Server, free_port, serve
 
 MESSAGES: Any = [{"role": "user", "content": "Through the proxy we go"}]
@@ -42,15 +43,6 @@ def upstream() -> Iterator[Server]:
 def proxy(upstream: Server) -> Iterator[Server]:
     with serve("tests.apps.proxy_apps:proxy", env={"ASGISTREAM_UPSTREAM": upstream.url}) as server:
         yield server
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.01)
 
 
 def upstream_stats(upstream: Server) -> dict[str, int]:

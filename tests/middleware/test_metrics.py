@@ -8,16 +8,22 @@ from typing import Any
 import anyio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+from starlette.requests import Request as StarletteRequest
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
-from asgistream import App, HTTPError, Request
+from asgistream import App, HTTPError, Request, StreamOptions
 from asgistream._types import Message, Receive, Scope, Send
-from asgistream.middleware.metrics import MetricsMiddleware, ResponseRecord, endpoint_label
+from asgistream.middleware.metrics import MetricsMiddleware, endpoint_label
 from asgistream.middleware.prometheus import PrometheusSink
+from examples import demo
+from tests.helpers import FakeClient, RecordingSink
 
 app = App()
 
 
-@app.dual("/items/{kind}", retry=1000, heartbeat=0.03)
+@app.dual("/items/{kind}", stream=StreamOptions(retry=1000, heartbeat=0.03))
 async def items(request: Request) -> AsyncIterator[Any]:
     await anyio.sleep(float(request.query.get("wait", "0")))
     for i in range(3):
@@ -41,28 +47,6 @@ async def conflict(request: Request) -> None:
     raise HTTPError(409, "no", type="conflict")
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.records: list[ResponseRecord] = []
-        self.started: list[tuple[str, str, bool]] = []
-        self.first: list[tuple[str, str, float]] = []
-
-    def response_started(self, endpoint: str, mode: str, stream: bool) -> None:
-        self.started.append((endpoint, mode, stream))
-
-    def first_event(self, endpoint: str, mode: str, seconds: float) -> None:
-        self.first.append((endpoint, mode, seconds))
-
-    def response_finished(self, record: ResponseRecord) -> None:
-        self.records.append(record)
-
-    def limiter_waited(self, limiter: str, endpoint: str, mode: str, seconds: float) -> None:
-        raise AssertionError("no limiter here")
-
-    def limiter_rejected(self, limiter: str, endpoint: str, mode: str, reason: str) -> None:
-        raise AssertionError("no limiter here")
-
-
 async def call(
     asgi: Any,
     path: str,
@@ -72,21 +56,7 @@ async def call(
     leave_after: float | None = None,
 ) -> list[Message]:
     """One GET through ``asgi``; with ``leave_after``, the client disconnects after that long."""
-    sent: list[Message] = []
-    gone = anyio.Event()
-    asked = False
-
-    async def receive() -> Message:
-        nonlocal asked
-        if not asked:
-            asked = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await gone.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
+    client = FakeClient()
     scope = {
         "type": "http",
         "method": "GET",
@@ -96,13 +66,13 @@ async def call(
     }
     with anyio.fail_after(5):
         if leave_after is None:
-            await asgi(scope, receive, send)
-            return sent
+            await asgi(scope, client.receive, client.send)
+            return client.messages
         async with anyio.create_task_group() as group:
-            group.start_soon(asgi, scope, receive, send)
+            group.start_soon(asgi, scope, client.receive, client.send)
             await anyio.sleep(leave_after)
-            gone.set()
-    return sent
+            client.disconnect()
+    return client.messages
 
 
 def body_of(sent: list[Message]) -> bytes:
@@ -110,7 +80,7 @@ def body_of(sent: list[Message]) -> bytes:
 
 
 def test_stream_events_bytes_first_event_and_heartbeats() -> None:
-    sink = Recorder()
+    sink = RecordingSink()
     asgi = MetricsMiddleware(app, sink=sink)
     sent = anyio.run(lambda: call(asgi, "/items/a", query=b"wait=0.1", accept=b"text/event-stream"))
     body = body_of(sent)
@@ -126,7 +96,7 @@ def test_stream_events_bytes_first_event_and_heartbeats() -> None:
 
 
 def test_batch_counts_one_event_and_its_bytes() -> None:
-    sink = Recorder()
+    sink = RecordingSink()
     sent = anyio.run(lambda: call(MetricsMiddleware(app, sink=sink), "/items/b"))
     (record,) = sink.records
     assert (record.mode, record.stream, record.events) == ("batch", False, 1)
@@ -135,7 +105,7 @@ def test_batch_counts_one_event_and_its_bytes() -> None:
 
 
 def test_errors_are_typed() -> None:
-    sink = Recorder()
+    sink = RecordingSink()
     asgi = MetricsMiddleware(app, sink=sink)
 
     async def main() -> None:
@@ -157,7 +127,7 @@ def test_errors_are_typed() -> None:
 
 
 def test_client_disconnect_is_counted_and_exceptions_are_typed() -> None:
-    sink = Recorder()
+    sink = RecordingSink()
 
     async def main() -> None:
         await call(
@@ -260,3 +230,27 @@ def test_active_streams_gauge_while_streaming() -> None:
     anyio.run(main)
     seen.append(sink.registry.get_sample_value("asgistream_active_streams", labels))
     assert seen == [1.0, 0.0]
+
+
+def test_the_demo_serves_its_metrics() -> None:
+    async def main() -> list[Message]:
+        await call(demo.app, "/items", query=b"n=2")
+        return await call(demo.app, "/metrics")
+
+    sent = anyio.run(main)
+    assert sent[0]["status"] == 200
+    samples = body_of(sent).decode().splitlines()
+    assert 'asgistream_responses_total{endpoint="/items",mode="batch",status="200"} 1.0' in samples
+
+
+def test_starlette_adds_it_like_any_of_its_middleware() -> None:
+    async def hello(request: StarletteRequest) -> PlainTextResponse:
+        return PlainTextResponse("hi")
+
+    sink = RecordingSink()
+    starlette = Starlette(routes=[Route("/users/{id}", hello)])
+    starlette.add_middleware(MetricsMiddleware, sink=sink)
+    sent = anyio.run(lambda: call(starlette, "/users/1"))
+    assert body_of(sent) == b"hi"
+    (record,) = sink.records
+    assert (record.endpoint, record.status, record.events) == ("/users/{id}", 200, 1)

@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from asgistream import App, HTTPError
+from asgistream import App, BatchOptions, HTTPError, StreamOptions, as_list
 from asgistream.patterns.chat import (
     ChatCompletions,
     ChatMessage,
@@ -248,3 +248,13 @@ def test_the_mock_echoes_the_last_user_message() -> None:
             EchoModel().generate(parse_chat_request(valid(delay=-1))).__anext__()  # type: ignore[arg-type]
         )
     assert caught.value.status == 400
+
+
+def test_options_that_break_openai_clients_are_refused() -> None:
+    for stream in (StreamOptions(done=True), StreamOptions(retry=1000)):
+        with pytest.raises(ValueError):
+            ChatCompletions(EchoModel(), stream=stream)
+    with pytest.raises(ValueError):
+        ChatCompletions(EchoModel(), batch=BatchOptions(reduce=as_list()))
+    chat = ChatCompletions(EchoModel(), stream=StreamOptions(heartbeat=1.0))
+    assert (chat.stream.ids, chat.stream.heartbeat) == (False, 1.0)

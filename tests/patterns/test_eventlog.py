@@ -1,4 +1,4 @@
-"""The event log and resume(): replay, live continuation, eviction and unknown ids."""
+"""The event log and resume(): replay, live continuation, eviction, unknown ids and epochs."""
 
 from __future__ import annotations
 
@@ -11,14 +11,18 @@ import pytest
 from anyio.lowlevel import checkpoint
 
 from asgistream import Event, HTTPError
-from asgistream.patterns.eventlog import MemoryEventLog, TooManyTopics, parse_last_event_id, resume
+from asgistream.backends.memory import MemoryEventLog, TooManyTopics
+from asgistream.patterns.eventlog import (
+    EventLog,
+    LogPage,
+    Position,
+    parse_last_event_id,
+    parse_position,
+    resume,
+)
+from tests.stores import Stores
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 async def take(events: AsyncIterator[Event], n: int) -> list[Event]:
@@ -31,19 +35,31 @@ async def take(events: AsyncIterator[Event], n: int) -> list[Event]:
     return got
 
 
-async def publish(log: MemoryEventLog, topic: str, n: int, start: int = 0) -> None:
+async def publish(log: EventLog, topic: str, n: int, start: int = 0) -> None:
     for i in range(start, start + n):
         await log.append(topic, {"n": i}, event="tick" if i % 2 else None)
 
 
-async def test_ids_count_from_one_per_topic() -> None:
-    log = MemoryEventLog()
+async def test_ids_count_from_one_per_topic(stores: Stores) -> None:
+    log = stores.event_log()
     assert [await log.append("a", i) for i in range(3)] == [1, 2, 3]
     assert await log.append("b", "x") == 1
 
 
-async def test_replay_after_last_event_id_then_live() -> None:
-    log = MemoryEventLog()
+async def test_every_process_sees_the_same_ids(stores: Stores) -> None:
+    one, other = stores.event_log(), stores.event_log()
+    await publish(one, "t", 2)
+    await publish(other, "t", 1, 2)
+    async with contextlib.aclosing(resume(one, "t", 0, follow=False)) as events:
+        assert [(e.id, e.data) async for e in events] == [
+            (1, {"n": 0}),
+            (2, {"n": 1}),
+            (3, {"n": 2}),
+        ]
+
+
+async def test_replay_after_last_event_id_then_live(stores: Stores) -> None:
+    log = stores.event_log()
     await publish(log, "t", 5)
     async with contextlib.aclosing(resume(log, "t", 2)) as events:
         got = await take(events, 3)
@@ -55,8 +71,8 @@ async def test_replay_after_last_event_id_then_live() -> None:
         assert [(e.id, e.data) for e in live] == [(6, {"n": 5}), (7, {"n": 6})]
 
 
-async def test_zero_replays_everything_and_none_only_new_events() -> None:
-    log = MemoryEventLog()
+async def test_zero_replays_everything_and_none_only_new_events(stores: Stores) -> None:
+    log = stores.event_log()
     await publish(log, "t", 3)
     async with contextlib.aclosing(resume(log, "t", 0, follow=False)) as events:
         assert [e.id async for e in events] == [1, 2, 3]
@@ -68,8 +84,8 @@ async def test_zero_replays_everything_and_none_only_new_events() -> None:
         assert [e.id for e in await take(events, 1)] == [4]
 
 
-async def test_evicted_id_gets_a_reset_event_then_the_oldest() -> None:
-    log = MemoryEventLog(capacity=5)
+async def test_evicted_id_gets_a_reset_event_then_the_oldest(stores: Stores) -> None:
+    log = stores.event_log(capacity=5)
     await publish(log, "t", 12)  # ids 8..12 retained
     async with contextlib.aclosing(resume(log, "t", 3, follow=False)) as events:
         got = [e async for e in events]
@@ -85,8 +101,8 @@ async def test_evicted_id_gets_a_reset_event_then_the_oldest() -> None:
     assert [e.id for e in got[1:]] == [8, 9, 10, 11, 12]
 
 
-async def test_unknown_future_id_gets_a_reset() -> None:
-    log = MemoryEventLog()
+async def test_unknown_future_id_gets_a_reset(stores: Stores) -> None:
+    log = stores.event_log()
     await publish(log, "t", 2)
     async with contextlib.aclosing(resume(log, "t", 50, follow=False)) as events:
         got = [e async for e in events]
@@ -95,8 +111,8 @@ async def test_unknown_future_id_gets_a_reset() -> None:
     assert [e.id for e in got[1:]] == [1, 2]
 
 
-async def test_a_reader_that_falls_behind_gets_a_reset_not_a_gap() -> None:
-    log = MemoryEventLog(capacity=4)
+async def test_a_reader_that_falls_behind_gets_a_reset_not_a_gap(stores: Stores) -> None:
+    log = stores.event_log(capacity=4)
     async with contextlib.aclosing(resume(log, "t", 0)) as events:
         await publish(log, "t", 2)
         first = await take(events, 1)
@@ -108,8 +124,8 @@ async def test_a_reader_that_falls_behind_gets_a_reset_not_a_gap() -> None:
     assert [e.id for e in rest[2:]] == [9, 10, 11, 12]
 
 
-async def test_many_concurrent_readers_each_see_every_event_once() -> None:
-    log = MemoryEventLog(capacity=1000)
+async def test_many_concurrent_readers_each_see_every_event_once(stores: Stores) -> None:
+    log = stores.event_log(capacity=1000)
     results: list[list[Any]] = []
 
     async def reader() -> None:
@@ -126,7 +142,78 @@ async def test_many_concurrent_readers_each_see_every_event_once() -> None:
     assert results == [list(range(1, 201))] * 5
 
 
-async def test_topics_are_bounded_and_busy_ones_are_kept() -> None:
+# -- epochs: a store that can lose a topic's history names each history ------------------------
+
+
+class EpochLog:
+    """A memory log that says which history it holds; ``lose()`` starts a new one, as a
+    flushed or failed-over store would, with ids from 1 again."""
+
+    def __init__(self, epoch: str) -> None:
+        self.epoch = epoch
+        self.log = MemoryEventLog()
+        self.lost = anyio.Event()
+
+    def lose(self, epoch: str) -> None:
+        self.epoch, self.log = epoch, MemoryEventLog()
+        lost, self.lost = self.lost, anyio.Event()
+        lost.set()
+
+    async def append(self, topic: str, data: Any, *, event: str | None = None) -> int:
+        return await self.log.append(topic, data, event=event)
+
+    async def read(self, topic: str, after: int, *, limit: int) -> LogPage:
+        page = await self.log.read(topic, after, limit=limit)
+        return LogPage(page.entries, page.oldest, page.newest, self.epoch)
+
+    async def wait(self, topic: str, after: int) -> None:
+        lost = self.lost
+        async with anyio.create_task_group() as group:
+
+            async def appended() -> None:
+                await self.log.wait(topic, after)
+                group.cancel_scope.cancel()
+
+            group.start_soon(appended)
+            await lost.wait()  # a new epoch: the reader must read again
+            group.cancel_scope.cancel()
+
+
+async def test_ids_name_their_epoch_and_another_epoch_gets_a_reset() -> None:
+    log = EpochLog("e1")
+    await publish(log, "t", 3)
+    async with contextlib.aclosing(resume(log, "t", Position(1, "e1"), follow=False)) as events:
+        assert [e.id async for e in events] == ["e1:2", "e1:3"]
+    log.lose("e2")
+    await publish(log, "t", 4)  # ids 1..4 again, other events
+    async with contextlib.aclosing(resume(log, "t", Position(2, "e1"), follow=False)) as events:
+        got = [e async for e in events]
+    assert got[0].event == "reset" and got[0].id == "e2:0"
+    assert got[0].data["reason"] == "unknown" and got[0].data["last_event_id"] == 2
+    assert [e.id for e in got[1:]] == ["e2:1", "e2:2", "e2:3", "e2:4"]
+    # An id without an epoch is unknown too; 0 is the start of every epoch.
+    async with contextlib.aclosing(resume(log, "t", 2, follow=False)) as events:
+        assert (await events.__anext__()).event == "reset"
+    async with contextlib.aclosing(resume(log, "t", 0, follow=False)) as events:
+        assert [e.id async for e in events] == ["e2:1", "e2:2", "e2:3", "e2:4"]
+
+
+async def test_a_follower_learns_when_the_epoch_changes() -> None:
+    log = EpochLog("e1")
+    async with contextlib.aclosing(resume(log, "t", 0)) as events:
+        await publish(log, "t", 1)
+        assert [e.id for e in await take(events, 1)] == ["e1:1"]
+        log.lose("e2")
+        await publish(log, "t", 2)
+        got = await take(events, 3)
+    assert got[0].event == "reset" and got[0].id == "e2:0"
+    assert [e.id for e in got[1:]] == ["e2:1", "e2:2"]
+
+
+# -- the memory store and the parsers -------------------------------------------------------------
+
+
+async def test_memory_topics_are_bounded_and_busy_ones_are_kept() -> None:
     log = MemoryEventLog(max_topics=2)
     await log.append("a", 1)
     await log.append("b", 1)
@@ -148,7 +235,19 @@ def test_parse_last_event_id() -> None:
     assert parse_last_event_id("") is None
     assert parse_last_event_id("0") == 0
     assert parse_last_event_id("42") == 42
-    for bad in ("-1", "x", "1.5", " 1", "٣", "9" * 19):
+    for bad in ("-1", "x", "1.5", " 1", "٣", "9" * 19, "e1:2"):
         with pytest.raises(HTTPError) as info:
             parse_last_event_id(bad)
+        assert info.value.status == 400 and info.value.type == "invalid_last_event_id"
+
+
+def test_parse_position() -> None:
+    assert parse_position(None) is None
+    assert parse_position("") is None
+    assert parse_position("42") == Position(42)
+    assert parse_position("e1:42") == Position(42, "e1")
+    assert Position(42, "e1").sse_id == "e1:42" and Position(42).sse_id == 42
+    for bad in ("-1", "x", ":1", "e1:", "e:1:2", "é:1", "a" * 33 + ":1", "e1:" + "9" * 19):
+        with pytest.raises(HTTPError) as info:
+            parse_position(bad)
         assert info.value.status == 400 and info.value.type == "invalid_last_event_id"

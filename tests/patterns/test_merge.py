@@ -14,11 +14,6 @@ from asgistream.patterns.merge import merge
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Tracker:
     def __init__(self) -> None:
         self.started: list[str] = []
