@@ -6,7 +6,7 @@ PORT ?= 8000
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test lint bench clean browser
+.PHONY: install run test lint bench clean browser redis
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found; install Python 3.11" >&2; exit 1; }
@@ -31,7 +31,13 @@ browser:
 		echo "installing Debian's chromium for the browser tests"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
-test: lint browser
+# Debian's redis-server for the scale-out tests (they start their own, on free ports).
+redis:
+	@command -v redis-server >/dev/null || { \
+		echo "installing Debian's redis-server for the scale-out tests"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
+
+test: lint browser redis
 	$(BIN)/python -m pytest -W error
 
 bench: $(STAMP)
