@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from tests.redis_server import RedisServer
 from tests.redis_server import redis_server as start_redis
-from tests.stores import BACKENDS, Stores
+from tests.stores import BACKENDS, Stores, open_stores
 
 
 @pytest.fixture
@@ -17,10 +17,17 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=sorted(BACKENDS))
-def stores(request: pytest.FixtureRequest) -> Iterator[Stores]:
-    """The stores of each backend in turn (``tests/stores.py``), for the shared pattern tests."""
-    yield BACKENDS[request.param]()
+@pytest.fixture(params=BACKENDS)
+async def stores(request: pytest.FixtureRequest, anyio_backend: str) -> AsyncIterator[Stores]:
+    """The stores of each backend in turn (``tests/stores.py``), for the shared pattern tests;
+    Redis's run on the session's redis-server, under a key prefix of their own."""
+
+    def redis_url() -> str:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        return server.url
+
+    async with open_stores(request.param, redis_url) as stores:
+        yield stores
 
 
 @pytest.fixture(scope="session")

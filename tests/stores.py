@@ -8,10 +8,13 @@ a test can publish "on one process" and read "on another".
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from asgistream.backends.memory import MemoryEventLog, MemoryFanout, MemoryJobStore, MemorySlots
+from asgistream.backends.redis import RedisBackend
 from asgistream.middleware.limiter import Slots
 from asgistream.patterns.eventlog import EventLog
 from asgistream.patterns.fanout import FanoutBackend
@@ -62,5 +65,57 @@ class MemoryStores:
         return made
 
 
-BACKENDS: dict[str, type[Stores]] = {"memory": MemoryStores}
-"""Every backend the shared tests run against, by name."""
+class RedisStores:
+    """The Redis backend: two open :class:`RedisBackend` objects stand for two processes;
+    each call returns a store on the next one, under a key prefix of this test's own."""
+
+    name = "redis"
+
+    def __init__(self, backends: Sequence[RedisBackend]) -> None:
+        self._backends = backends
+        self._calls = 0
+
+    def _next(self) -> RedisBackend:
+        backend = self._backends[self._calls % len(self._backends)]
+        self._calls += 1
+        return backend
+
+    def event_log(self, *, capacity: int = 1000) -> EventLog:
+        from asgistream.backends.redis.eventlog import RedisEventLog
+
+        return RedisEventLog(self._next(), capacity=capacity)
+
+    def fanout(self) -> FanoutBackend:
+        from asgistream.backends.redis.fanout import RedisFanout
+
+        return RedisFanout(self._next(), "broadcast")
+
+    def jobs(self, *, max_finished: int = 1000) -> JobStore:
+        from asgistream.backends.redis.jobs import RedisJobStore
+
+        return RedisJobStore(self._next(), max_finished=max_finished)
+
+    def slots(self, capacity: int, *, name: str = "default") -> Slots:
+        from asgistream.backends.redis.slots import RedisSlots
+
+        return RedisSlots(self._next(), name, capacity)
+
+
+@contextlib.asynccontextmanager
+async def open_stores(name: str, redis_url: Callable[[], str]) -> AsyncIterator[Stores]:
+    """The stores of backend ``name``; for Redis, two processes' views under a new prefix
+    (``redis_url`` is called only then, so memory tests need no Redis)."""
+    if name == "memory":
+        yield MemoryStores()
+        return
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    async with contextlib.AsyncExitStack() as stack:
+        backends = [
+            await stack.enter_async_context(RedisBackend(redis_url(), prefix=prefix))
+            for _ in range(2)
+        ]
+        yield RedisStores(backends)
+
+
+BACKENDS = ("memory", "redis")
+"""Every backend the shared tests run against."""
