@@ -34,7 +34,7 @@ import orjson
 from asgistream import App, Event, HTTPError, Mode, Request, StreamOptions
 from asgistream.backends.memory import MemoryEventLog
 from asgistream.patterns.eventlog import EventLog, parse_position, resume
-from asgistream.patterns.fanout import Broker, Overflow
+from asgistream.patterns.fanout import Broker, FanoutBackend, Overflow
 
 LOG = "examples.events.log"
 BROKER = "examples.events.broker"
@@ -47,13 +47,17 @@ STREAM = StreamOptions(retry=1000, send_timeout=10.0)
 client that reads nothing before that client is cut off."""
 
 
-def install(app: App) -> None:
-    """Add the topic and broadcast routes to ``app``."""
+def install(app: App, *, log: EventLog | None = None, fanout: FanoutBackend | None = None) -> None:
+    """Add the topic and broadcast routes to ``app``.
+
+    ``log`` keeps the topics and ``fanout`` carries the broadcasts; by default both live in
+    this process (the demo passes Redis stores when ``ASGISTREAM_REDIS_URL`` is set).
+    """
 
     @app.on_startup
     async def start_events(app: App) -> None:
-        app.state[LOG] = MemoryEventLog(capacity=1000, max_topics=1000)
-        broker = Broker(queue_size=100, overflow=Overflow.DROP_OLDEST)
+        app.state[LOG] = log or MemoryEventLog(capacity=1000, max_topics=1000)
+        broker = Broker(fanout, queue_size=100, overflow=Overflow.DROP_OLDEST)
         await broker.open()
         app.state[BROKER] = broker
 

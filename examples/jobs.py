@@ -21,18 +21,22 @@ from typing import Any
 import anyio
 
 from asgistream import App, BatchOptions, HTTPError, JSONResponse, Mode, Request, last_item
-from asgistream.patterns.jobs import JobManager, Progress
+from asgistream.patterns.jobs import JobManager, JobStore, Progress
 
 JOBS = "examples.jobs"
 """Where the app's :class:`JobManager` lives in ``app.state``."""
 
 
-def install(app: App) -> None:
-    """Add the job routes to ``app``, and a job manager that runs in ``app.tasks``."""
+def install(app: App, *, store: JobStore | None = None) -> None:
+    """Add the job routes to ``app``, and a job manager that runs in ``app.tasks``.
+
+    ``store`` keeps the jobs' states (default: this process's memory; the demo passes a
+    Redis store when ``ASGISTREAM_REDIS_URL`` is set, so any process can answer for a job).
+    """
 
     @app.on_startup
     async def start_jobs(app: App) -> None:
-        app.state[JOBS] = JobManager(app.tasks)
+        app.state[JOBS] = JobManager(app.tasks, store=store)
 
     @app.route("/jobs", methods=["POST"])
     async def create(request: Request) -> JSONResponse:
