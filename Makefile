@@ -6,7 +6,7 @@ PORT ?= 8000
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test lint bench clean browser redis
+.PHONY: install run cluster test lint bench clean browser redis
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found; install Python 3.11" >&2; exit 1; }
@@ -19,6 +19,10 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/python -m uvicorn examples.demo:app --host 127.0.0.1 --port $(PORT)
+
+# Redis plus two demo processes (8000, 8001) that act as one service.
+cluster: $(STAMP) redis
+	$(BIN)/python -m examples.cluster
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -40,7 +44,7 @@ redis:
 test: lint browser redis
 	$(BIN)/python -m pytest -W error
 
-bench: $(STAMP)
+bench: $(STAMP) redis
 	$(BIN)/python -m benchmarks
 
 clean:

@@ -1,5 +1,6 @@
-"""``python -m benchmarks``: micro-benchmarks, every scenario, a profile, RESULTS.md and
-the chart. ``--size smoke`` runs everything tiny (seconds, not minutes)."""
+"""``python -m benchmarks``: micro-benchmarks, every scenario, a profile, the fan-out across
+processes on Redis, RESULTS.md and the chart. ``--size smoke`` runs everything tiny (seconds,
+not minutes)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 from . import report
 from .contenders import ASGISTREAM, CONTENDERS
 from .contenders import BY_NAME as CONTENDERS_BY_NAME
+from .fanout import run_fanout
 from .profile import profile, py_spy
 from .runner import Results, environment, run_scenarios
 from .scenarios import BY_NAME as SCENARIOS_BY_NAME
@@ -86,7 +88,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--size", choices=("full", "smoke"), default="full")
     parser.add_argument("--contenders", help="comma-separated names (default: all)")
-    parser.add_argument("--scenarios", help="comma-separated names (default: all)")
+    parser.add_argument(
+        "--scenarios", help="comma-separated names, `fanout` among them (default: all)"
+    )
+    parser.add_argument(
+        "--no-fanout", action="store_true", help="skip the fan-out benchmark (needs redis-server)"
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the output's results.json figures of what this run does not measure",
+    )
     parser.add_argument("--no-micro", action="store_true", help="skip the micro-benchmarks")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
     parser.add_argument("--output", type=Path, default=HERE, help="folder for RESULTS.md")
@@ -106,9 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.contenders
         else CONTENDERS
     )
+    names = args.scenarios.split(",") if args.scenarios else None
     scenarios = (
-        [SCENARIOS_BY_NAME[n] for n in args.scenarios.split(",")] if args.scenarios else SCENARIOS
+        [SCENARIOS_BY_NAME[n] for n in names if n != "fanout"] if names is not None else SCENARIOS
     )
+    fanout = not args.no_fanout and (names is None or "fanout" in names)
     started = time.monotonic()
 
     def log(line: str) -> None:
@@ -122,12 +136,29 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_micro:
         log("micro-benchmarks")
         results.micro = run_micro(quick=args.size == "smoke")
-    log("scenarios")
-    run_scenarios(size, contenders=contenders, scenarios=scenarios, log=log, results=results)
+    if scenarios:
+        log("scenarios")
+        run_scenarios(size, contenders=contenders, scenarios=scenarios, log=log, results=results)
+    if fanout:
+        log("fan-out across processes on Redis")
+        try:
+            results.fanout = run_fanout(size, log=log)
+        except Exception as exc:
+            results.fail("fanout", "fanout", exc)
+            log(f"fanout FAILED {exc}")
+        results.fanout_run = {
+            "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+            "subscribers": size.fanout_subscribers,
+            "rate": size.fanout_rate,
+            "seconds": size.fanout_seconds,
+            "processes": size.fanout_processes,
+        }
     if not args.no_profile and py_spy() is not None:
         log("profiling asgistream")
         results.profiles = run_profiles(size, seconds=2 if args.size == "smoke" else 5)
     results.seconds = time.monotonic() - started
+    if args.merge and (args.output / "results.json").exists():
+        results = results.merged_into(Results.load(args.output / "results.json"))
     document = report.write(results, args.output)
     log(f"wrote {document}")
     failed = sum(len(v) for v in results.failures.values())

@@ -195,6 +195,7 @@ def _duration(seconds: float) -> str:
 def targets(results: Results) -> list[tuple[str, str, bool | None]]:
     """(target, measured, met) for every target of the issue."""
     rows: list[tuple[str, str, bool | None]] = []
+    rows += fanout_targets(results)
 
     def versus(scenario: str, key: str, other: str, wanted: float, label: str) -> None:
         ours = median(results, scenario, "asgistream", key)
@@ -241,6 +242,94 @@ def targets(results: Results) -> list[tuple[str, str, bool | None]]:
             )
         )
     return rows
+
+
+# -- fan-out across processes ------------------------------------------------------------
+
+FANOUT_P99_MS = 50.0
+FANOUT_CPU_RATIO = 0.5
+
+_FANOUT_SETUPS = {
+    "memory": "in-memory broker, one process",
+    "redis": "Redis (`RedisFanout`), {processes} processes",
+}
+
+_FANOUT_COLUMNS = (
+    Metric("deliveries_s", "deliveries/s", HIGHER),
+    Metric("p50_ms", "p50 ms", LOWER, 1),
+    Metric("p99_ms", "p99 ms", LOWER, 1),
+    Metric("max_ms", "max ms", LOWER, 1),
+    Metric("lost", "lost", LOWER),
+    Metric("cpu_us_per_delivery", "server CPU µs per delivery", LOWER, 1),
+    Metric("deliveries_per_cpu_s", "deliveries per server CPU-second", HIGHER),
+)
+
+
+def fanout_targets(results: Results) -> list[tuple[str, str, bool | None]]:
+    """The fan-out targets of the scale-out issue (none if it did not run)."""
+    redis = results.fanout.get("redis")
+    memory = results.fanout.get("memory")
+    if redis is None:
+        return []
+    p99 = redis.get("p99_ms")
+    subscribers = int(redis.get("subscribers") or 0)
+    per_cpu = ratio(
+        redis.get("deliveries_per_cpu_s"), (memory or {}).get("deliveries_per_cpu_s"), HIGHER
+    )
+    return [
+        (
+            f"fan-out on Redis, {subscribers:,} subscribers: p99 <= {FANOUT_P99_MS:g} ms",
+            _number(p99, 1) + " ms",
+            None if p99 is None else p99 <= FANOUT_P99_MS,
+        ),
+        (
+            f"fan-out on Redis: deliveries per server CPU-second >= {FANOUT_CPU_RATIO:g}x "
+            "the in-memory broker's",
+            _times(per_cpu),
+            None if per_cpu is None else per_cpu >= FANOUT_CPU_RATIO,
+        ),
+    ]
+
+
+def fanout_section(results: Results) -> list[str]:
+    """The fan-out benchmark's table and notes (nothing if it did not run)."""
+    failure = results.failures.get("fanout", {}).get("fanout")
+    if not results.fanout and failure is None:
+        return []
+    run = results.fanout_run
+    lines = [
+        "## Fan-out across processes on Redis",
+        "",
+        f"Measured by: `benchmarks/fanout.py`, run of {run.get('date', '?')}. "
+        f"{run.get('subscribers', 0):,} SSE subscribers of `benchmarks/apps/fanout_app.py` "
+        "(the demo's `/broadcast`: a `Broker` with a 100-item queue per subscriber, "
+        "`drop_oldest`), split evenly over the servers; a publisher posts "
+        f"{run.get('rate', 0):g} times a second for {run.get('seconds', 0):g} s, alternating "
+        "between the servers. Payloads carry `time.monotonic()` from just before the publish "
+        "request; latency is publish request to the subscriber's read. The servers are pinned "
+        "to core 0 (redis-server too, started by the harness on a free port), the client to "
+        "core 1. Server CPU is user + system time of the app processes from `/proc`, over the "
+        "publishing window and the drain; redis-server's is shown apart.",
+        "",
+        "| setup | " + " | ".join(m.label for m in _FANOUT_COLUMNS) + " | redis-server CPU s |",
+        "|---" * (len(_FANOUT_COLUMNS) + 2) + "|",
+    ]
+    for setup, label in _FANOUT_SETUPS.items():
+        figures = results.fanout.get(setup)
+        if figures is None:
+            continue
+        cells = [_number(figures.get(m.key), m.digits) for m in _FANOUT_COLUMNS]
+        redis_cpu = figures.get("redis_cpu_s")
+        processes = int(figures.get("processes") or 0)
+        lines.append(
+            f"| {label.format(processes=processes)} | "
+            + " | ".join(cells)
+            + f" | {'-' if redis_cpu is None else f'{redis_cpu:.2f}'} |"
+        )
+    if failure is not None:
+        lines.append(f"| failed: {failure[:200]} |")
+    lines.append("")
+    return lines
 
 
 # -- the document -------------------------------------------------------------------------
@@ -320,6 +409,7 @@ def render(results: Results) -> str:
         ]
         out += scenario_table(results, name)
         out.append("")
+    out += fanout_section(results)
     if results.logged_errors:
         out += [
             "Errors the servers logged during the whole run (tracebacks count once): "

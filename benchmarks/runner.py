@@ -53,6 +53,10 @@ class Results:
     profiles: dict[str, dict[str, list[tuple[str, float]]]] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    fanout: dict[str, Figures] = field(default_factory=dict)
+    """The fan-out benchmark (``benchmarks/fanout.py``): figures by setup."""
+    fanout_run: dict[str, Any] = field(default_factory=dict)
+    """When and at what size the fan-out benchmark ran."""
 
     def add(self, scenario: str, contender: str, figures: Figures) -> None:
         self.figures.setdefault(scenario, {}).setdefault(contender, []).append(figures)
@@ -66,6 +70,23 @@ class Results:
     @classmethod
     def load(cls, path: Path) -> Results:
         return cls(**json.loads(path.read_text()))
+
+    def merged_into(self, older: Results) -> Results:
+        """``older`` with what this run measured in place of its figures (``--merge``)."""
+        merged = Results(**{**asdict(older)})
+        for scenario, figures in self.figures.items():
+            merged.figures[scenario] = figures
+            merged.failures.pop(scenario, None)
+        for scenario, failures in self.failures.items():
+            merged.failures[scenario] = failures
+        if self.figures or self.failures:
+            merged.environment = self.environment
+            merged.size = self.size
+        merged.micro = self.micro or older.micro
+        merged.profiles = self.profiles or older.profiles
+        if self.fanout:
+            merged.fanout, merged.fanout_run = self.fanout, self.fanout_run
+        return merged
 
 
 def raise_open_files(wanted: int = 65536) -> int:

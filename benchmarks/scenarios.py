@@ -49,6 +49,10 @@ class Size:
     llm_tokens: int = 20
     llm_delay: float = 0.05
     llm_seconds: int = 6
+    fanout_subscribers: int = 1000
+    fanout_rate: float = 20.0  # publishes per second
+    fanout_seconds: float = 10.0
+    fanout_processes: int = 2  # on Redis; the in-memory broker runs in one
 
 
 FULL = Size()
@@ -73,6 +77,9 @@ SMOKE = Size(
     llm_tokens=3,
     llm_delay=0.01,
     llm_seconds=1,
+    fanout_subscribers=20,
+    fanout_rate=10.0,
+    fanout_seconds=1.0,
 )
 
 

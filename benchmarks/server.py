@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,28 +144,44 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float)
 
 
 @contextlib.contextmanager
-def serve(app: str, *, cpu: int | None = SERVER_CPU, timeout: float = 30.0) -> Iterator[Server]:
+def serve(
+    app: str,
+    *,
+    cpu: int | None = SERVER_CPU,
+    timeout: float = 30.0,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[Server]:
     """Serve ``app`` with the benchmark's uvicorn options until the block ends."""
-    with serve_all([app], cpu=cpu, timeout=timeout) as servers:
+    with serve_all([app], cpu=cpu, timeout=timeout, env=env) as servers:
         yield servers[0]
 
 
 @contextlib.contextmanager
 def serve_all(
-    apps: list[str], *, cpu: int | None = SERVER_CPU, timeout: float = 30.0
+    apps: list[str],
+    *,
+    cpu: int | None = SERVER_CPU,
+    timeout: float = 30.0,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[list[Server]]:
-    """Serve each of ``apps`` in a server of its own; they start side by side."""
+    """Serve each of ``apps`` in a server of its own; they start side by side. ``env``: more
+    environment variables for the servers."""
     with contextlib.ExitStack() as stack:
         servers = []
         for app in apps:
             folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-server-"))
             port = free_port()
             command = pinned(server_command(app, port), cpu)
-            env = {**os.environ, "PYTHONPATH": str(ROOT), FINALLY_DIR_ENV: folder}
+            variables = {
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+                FINALLY_DIR_ENV: folder,
+                **(env or {}),
+            }
             log = Path(folder) / "server.log"
             with open(log, "wb") as output:
                 process = subprocess.Popen(
-                    command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
+                    command, cwd=ROOT, env=variables, stdout=output, stderr=subprocess.STDOUT
                 )
             server = Server(process, port, Path(folder), log, command)
             stack.callback(server.stop)

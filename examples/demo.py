@@ -7,23 +7,42 @@ curl 'http://127.0.0.1:8000/metrics'
 
 It serves ``/items`` and ``/ticker``, mounts every example of ``examples/README.md`` and
 puts the metrics middleware in front of them all (Prometheus text at ``/metrics``).
+
+With ``ASGISTREAM_REDIS_URL`` set (``redis://127.0.0.1:6379/0``), topics, broadcasts and
+jobs live in Redis, under the key prefix ``ASGISTREAM_REDIS_PREFIX`` (default
+``asgistream``), so that any number of demo processes answer as one service
+(``make cluster`` runs two); without it, they live in this process's memory.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 
 from asgistream import App, Event, HTTPError, JSONResponse, Mode, Request
+from asgistream.backends.redis import RedisBackend
+from asgistream.backends.redis.connection import DEFAULT_PREFIX
+from asgistream.backends.redis.eventlog import RedisEventLog
+from asgistream.backends.redis.fanout import RedisFanout
+from asgistream.backends.redis.jobs import RedisJobStore
 from asgistream.middleware.metrics import MetricsMiddleware
 from asgistream.middleware.prometheus import PrometheusSink
 from asgistream.patterns.eventlog import parse_last_event_id
 from asgistream.responses import Response
 from examples import chat, events, jobs, merge, page, proxy
 
-demo = App()
+REDIS_URL = os.environ.get("ASGISTREAM_REDIS_URL", "")
+"""Where the shared stores live; empty: in this process."""
+
+redis = (
+    RedisBackend(REDIS_URL, prefix=os.environ.get("ASGISTREAM_REDIS_PREFIX", DEFAULT_PREFIX))
+    if REDIS_URL
+    else None
+)
+demo = App(lifespan=redis.lifespan if redis is not None else None)
 
 
 def _number(request: Request, name: str, default: float | None, *, low: float, high: float) -> Any:
@@ -115,8 +134,13 @@ async def ticker(request: Request) -> AsyncIterator[dict[str, int]]:
 
 chat.install(demo)  # POST /v1/chat/completions, answered by the mock model
 proxy.install(demo)  # POST /v1/proxy/chat/completions, to $ASGISTREAM_UPSTREAM (default: itself)
-jobs.install(demo)  # POST /jobs, GET|DELETE /jobs/{id}
-events.install(demo)  # GET|POST /events/{topic}, /broadcast
+# POST /jobs, GET|DELETE /jobs/{id}; GET|POST /events/{topic}, /broadcast: on Redis if set
+if redis is not None:
+    jobs.install(demo, store=RedisJobStore(redis))
+    events.install(demo, log=RedisEventLog(redis), fanout=RedisFanout(redis, "broadcast"))
+else:
+    jobs.install(demo)
+    events.install(demo)
 merge.install(demo)  # /merge
 page.install(demo)  # /page
 

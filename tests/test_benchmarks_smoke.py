@@ -17,9 +17,10 @@ import pytest
 
 from benchmarks import report
 from benchmarks.contenders import CONTENDERS, Contender
+from benchmarks.fanout import SETUPS, run_fanout
 from benchmarks.profile import summarize
 from benchmarks.runner import Results, run_scenarios
-from benchmarks.scenarios import SCENARIOS, SMOKE, Scenario
+from benchmarks.scenarios import SCENARIOS, SMOKE, Figures, Scenario
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -30,6 +31,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def results() -> Iterator[Results]:
     lines: list[str] = []
     yield run_scenarios(SMOKE, log=lines.append)
+
+
+@pytest.fixture(scope="module")
+def fanout() -> dict[str, Figures]:
+    lines: list[str] = []
+    return run_fanout(SMOKE, log=lines.append)
 
 
 def _cases() -> list[tuple[Scenario, Contender]]:
@@ -94,7 +101,25 @@ def test_scenario_measures_sane_figures(
         pytest.fail(f"no checks for scenario {name}")
 
 
-def test_report_and_chart_are_written(results: Results, tmp_path: Path) -> None:
+def test_fanout_measures_sane_figures(fanout: dict[str, Figures]) -> None:
+    assert list(fanout) == list(SETUPS)
+    for setup, figures in fanout.items():
+        assert figures["processes"] == (1 if setup == "memory" else SMOKE.fanout_processes)
+        assert figures["subscribers"] == SMOKE.fanout_subscribers
+        # Every published event reached every subscriber, none dropped.
+        assert figures["lost"] == 0 and figures["dropped_events"] == 0
+        assert _number(figures, "deliveries_s") > 0
+        assert 0 < _number(figures, "p50_ms") <= _number(figures, "p99_ms") < 10_000
+        assert _number(figures, "server_cpu_s") >= 0
+    assert fanout["memory"]["redis_cpu_s"] is None
+    assert _number(fanout["redis"], "redis_cpu_s") >= 0
+
+
+def test_report_and_chart_are_written(
+    results: Results, fanout: dict[str, Figures], tmp_path: Path
+) -> None:
+    results.fanout = fanout
+    results.fanout_run = {"date": "today", "subscribers": 20, "rate": 10, "seconds": 1}
     results.micro = [
         {"name": "test_sse_asgistream", "group": "SSE", "median": 8e-7, "doc": "ours"},
         {"name": "test_sse_raw", "group": "SSE", "median": 5e-7, "doc": "the floor"},
@@ -107,6 +132,10 @@ def test_report_and_chart_are_written(results: Results, tmp_path: Path) -> None:
     for scenario in SCENARIOS:
         assert f"### {scenario.title}" in text
     assert "## Targets" in text and "| `test_sse_raw`: the floor | 500 ns | 0.62x |" in text
+    assert "## Fan-out across processes on Redis" in text
+    assert "| in-memory broker, one process |" in text
+    assert f"| Redis (`RedisFanout`), {SMOKE.fanout_processes} processes |" in text
+    assert "fan-out on Redis, 20 subscribers: p99 <= 50 ms" in text
     png = (tmp_path / "results.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", png[16:24])

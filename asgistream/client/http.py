@@ -47,6 +47,10 @@ _DROPPED = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolErro
 
 _Failure = httpx.HTTPError | ClientError
 
+_INTERRUPTIONS = frozenset({"shutdown", "unavailable"})
+"""The types of ``error`` events that end a stream for now, not for good: a server shutting
+down, or a 503 (its shared store unreachable) after the stream started."""
+
 
 @dataclass(frozen=True, slots=True)
 class _Options:
@@ -122,8 +126,9 @@ class _Session:
             elif event.event == "error":
                 error = error_event(event.data)
                 if error is not None:
-                    if error["type"] == "shutdown":
-                        # The server is going away: come back once it has, from here.
+                    if error["type"] in _INTERRUPTIONS:
+                        # The server is going away, or its store is briefly unreachable:
+                        # come back (by the retry policy), from here.
                         self.stopped = True
                         self.interruption = StreamError(error)
                         return
@@ -286,7 +291,8 @@ class Client(_Base):
 
         Ends after a clean end of the stream, a ``data: [DONE]`` event or a 204; raises
         :class:`StatusError` for a final error status, :class:`StreamError` for an ``error``
-        event, :class:`RetryError` when retries run out.
+        event (but ``shutdown`` and ``unavailable``, after which it resumes), :class:`RetryError`
+        when retries run out.
         """
         session = _Session(self._options, headers, last_event_id)
         while True:

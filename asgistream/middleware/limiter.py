@@ -96,7 +96,9 @@ class Slots(Protocol):
         seconds (``0``: do not wait; ``None``: no limit), when ``max_waiting`` requests of
         this process wait already, or after :meth:`shutdown` when it would have to wait. A
         waiter that is cancelled, even in the instant it was granted, leaves nothing held
-        and nobody blocked."""
+        and nobody blocked. A shared store that cannot count right now raises an
+        :class:`~asgistream.HTTPError` (a 503 with ``Retry-After``), which the middleware
+        sends as it is."""
         ...
 
     async def release(self, weight: int) -> None:
@@ -255,7 +257,12 @@ class LimiterMiddleware:
             await self.app(scope, receive, send)
             return
         limiter = self.limiter
-        if await limiter.try_acquire(weight):
+        try:
+            free = await limiter.try_acquire(weight)
+        except HTTPError as error:  # a shared store that cannot count now: its 503
+            await _reject(send, limiter, error)
+            return
+        if free:
             try:
                 await self.app(scope, receive, send)
             finally:
@@ -264,7 +271,7 @@ class LimiterMiddleware:
         queued = await self._wait(scope, receive, weight)
         if queued is None:
             return  # the client left while waiting: nobody to answer
-        if isinstance(queued, LimiterFull):
+        if isinstance(queued, LimiterFull | HTTPError):
             await _reject(send, limiter, queued)
             return
         try:
@@ -274,11 +281,12 @@ class LimiterMiddleware:
 
     async def _wait(
         self, scope: Scope, receive: Receive, weight: int
-    ) -> Receive | LimiterFull | None:
+    ) -> Receive | LimiterFull | HTTPError | None:
         """Wait for units while watching for a disconnect.
 
         Returns the ``receive`` the app must use (it replays what the watcher read), the
-        rejection, or ``None`` if the client left.
+        rejection (or the store's error, such as an unreachable Redis), or ``None`` if the
+        client left.
         """
         limiter = self.limiter
         registry = scope.get(_shutdown.SCOPE_KEY)
@@ -287,20 +295,20 @@ class LimiterMiddleware:
             registry.register(limiter)
         body = _BodyKeeper(receive)
         acquired = False
-        outcome: LimiterFull | None = None
+        outcome: LimiterFull | HTTPError | None = None
         started = time.perf_counter()
         async with Watch(body.receive) as watch:
             try:
                 await limiter.acquire(weight)
                 acquired = True
-            except LimiterFull as full:
-                outcome = full
+            except (LimiterFull, HTTPError) as error:
+                outcome = error
         sink = limiter.sink
         if sink is not None:
             endpoint, mode = _labels(scope)
             sink.limiter_waited(limiter.name, endpoint, mode, time.perf_counter() - started)
             if outcome is not None:
-                sink.limiter_rejected(limiter.name, endpoint, mode, outcome.reason)
+                sink.limiter_rejected(limiter.name, endpoint, mode, _reason(outcome))
         if watch.disconnected:
             if acquired:
                 await limiter.release(weight)
@@ -343,7 +351,15 @@ def _replay(read: list[Message], receive: Receive) -> Receive:
     return replay
 
 
-async def _reject(send: Send, limiter: Limiter, full: LimiterFull) -> None:
+def _reason(outcome: LimiterFull | HTTPError) -> str:
+    return outcome.reason if isinstance(outcome, LimiterFull) else outcome.type
+
+
+async def _reject(send: Send, limiter: Limiter, full: LimiterFull | HTTPError) -> None:
+    if isinstance(full, HTTPError):
+        with contextlib.suppress(OSError):
+            await send_error(send, full)
+        return
     seconds = limiter.retry_after
     message = (
         "The server is shutting down; retry later"

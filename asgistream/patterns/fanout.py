@@ -15,6 +15,12 @@ neither grows memory nor slows anyone else:
 - ``disconnect``: the subscription ends; its next read raises :class:`SlowSubscriber`
   (a 503 :class:`~asgistream.HTTPError`), which a stream sends as its final ``error`` event.
 
+A backend that loses its connection to the other processes says so (see :data:`Outage`):
+then every subscription of this process ends, after what it has queued, with the backend's
+error (a stream's final ``error`` event, so that its client reconnects), and new ones are
+refused with it until the backend receives again. A subscriber never misses a message
+silently: it gets every one published while it is subscribed, or an error.
+
 Items are whatever the stream yields: values, text or :class:`~asgistream.Event` objects
 (an ``Event`` with a name gives typed events). They travel as JSON, so a subscriber gets
 what the item's JSON decodes to (a tuple arrives as a list, a dataclass as a dict), exactly
@@ -41,6 +47,7 @@ __all__ = [
     "Broker",
     "Deliver",
     "FanoutBackend",
+    "Outage",
     "Overflow",
     "SlowSubscriber",
     "Subscription",
@@ -56,6 +63,11 @@ DEFAULT_MAX_SUBSCRIBERS = 10_000
 Deliver = Callable[[bytes], None]
 """How a backend hands a broker one published message; it never waits."""
 
+Outage = Callable[[HTTPError | None], None]
+"""How a backend tells its broker that it stopped receiving (an error, typically a 503:
+messages published from now on may not reach this process) or receives again (``None``);
+it never waits."""
+
 
 class FanoutBackend(Protocol):
     """Carries each published message to the broker of every process, this one's included.
@@ -64,10 +76,12 @@ class FanoutBackend(Protocol):
     backend of the same channel once, in the order the channel received them.
     """
 
-    async def open(self, deliver: Deliver) -> None:
+    async def open(self, deliver: Deliver, outage: Outage) -> None:
         """Start receiving: from now until :meth:`aclose`, call ``deliver(message)`` for
-        every message published on the channel, by any process. Background work (a reader
-        task) started here belongs to the caller's lifespan and ends in :meth:`aclose`."""
+        every message published on the channel, by any process. Call ``outage(error)`` as
+        soon as messages may be missed (the connection to the other processes broke), and
+        ``outage(None)`` once receiving again. Background work (a reader task) started here
+        belongs to the caller's lifespan and ends in :meth:`aclose`."""
         ...
 
     async def publish(self, message: bytes) -> None:
@@ -119,6 +133,7 @@ class Subscription:
         "_broker",
         "_closed",
         "_dropped",
+        "_error",
         "_failed",
         "_queue",
         "_wakeup",
@@ -136,6 +151,7 @@ class Subscription:
         self.total_dropped = 0
         """Items this subscriber lost to ``drop_oldest`` so far."""
         self._failed = False
+        self._error: HTTPError | None = None
         self._closed = False
         self._wakeup: anyio.Event | None = None
 
@@ -166,6 +182,8 @@ class Subscription:
                 return self._queue.popleft()
             if self._failed:
                 raise SlowSubscriber(self.queue_size)
+            if self._error is not None:
+                raise self._error.with_traceback(None)
             if self._closed:
                 raise StopAsyncIteration
             self._wakeup = wakeup = anyio.Event()
@@ -177,6 +195,12 @@ class Subscription:
     def close(self) -> None:
         """Unsubscribe: no more items are queued; those queued can still be read."""
         self._closed = True
+        self._broker._remove(self)
+        self._wake()
+
+    def _end(self, error: HTTPError) -> None:
+        """End the subscription with ``error``, raised once what is queued has been read."""
+        self._error = error
         self._broker._remove(self)
         self._wake()
 
@@ -210,7 +234,8 @@ class Broker:
     before publishing (``async with broker``, or :meth:`open` and :meth:`aclose` in the
     app's start-up and shut-down hooks). ``queue_size`` and ``overflow`` are the defaults
     for :meth:`subscribe`; ``max_subscribers`` bounds this process's subscribers (one more
-    raises :class:`TooManySubscribers`, a 503).
+    raises :class:`TooManySubscribers`, a 503). While the backend reports an outage,
+    subscribing raises the backend's error.
     """
 
     def __init__(
@@ -232,6 +257,7 @@ class Broker:
         self.overflow = Overflow(overflow)
         self.max_subscribers = max_subscribers
         self._subscribers: dict[Subscription, None] = {}
+        self._outage: HTTPError | None = None
         self._open = False
         self._closed = False
 
@@ -243,7 +269,7 @@ class Broker:
         """Start receiving what is published, by this process and every other."""
         if self._open or self._closed:
             raise RuntimeError("a broker is opened once")
-        await self.backend.open(self._deliver)
+        await self.backend.open(self._deliver, self._interrupt)
         self._open = True
 
     async def aclose(self) -> None:
@@ -272,6 +298,8 @@ class Broker:
         self, *, queue_size: int | None = None, overflow: Overflow | str | None = None
     ) -> Subscription:
         """A new subscription that receives every item published from now on."""
+        if self._outage is not None:
+            raise self._outage.with_traceback(None)
         if len(self._subscribers) >= self.max_subscribers:
             raise TooManySubscribers(self.max_subscribers)
         size = self.queue_size if queue_size is None else queue_size
@@ -301,6 +329,13 @@ class Broker:
         item = _decode_item(message)
         for subscription in list(self._subscribers):
             subscription._offer(item)
+
+    def _interrupt(self, error: HTTPError | None) -> None:
+        """The backend stopped receiving (``error``) or receives again (``None``)."""
+        self._outage = error
+        if error is not None:
+            for subscription in list(self._subscribers):
+                subscription._end(error)
 
     def _remove(self, subscription: Subscription) -> None:
         self._subscribers.pop(subscription, None)

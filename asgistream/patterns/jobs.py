@@ -159,7 +159,9 @@ class JobStore(Protocol):
         ...
 
     async def cancelled(self, job_id: str) -> None:
-        """Return once a cancel of the job was asked for (at once if it was already)."""
+        """Return once a cancel of the job was asked for (at once if it was already); a
+        shared store also returns once the job is no longer this owner's (reported failed
+        by another process after its lease ran out, or forgotten), so that its work stops."""
         ...
 
 
@@ -342,7 +344,12 @@ class JobManager:
     async def _renew(self, job_id: str, lease: float) -> None:
         while True:
             await anyio.sleep(lease / 3)
-            await self.store.renew(job_id, time.time() + lease)
+            try:
+                await self.store.renew(job_id, time.time() + lease)
+            except Exception as exc:
+                # The store is unreachable for now: the job goes on and the next period
+                # tries again. Past the lease, readers report the job failed.
+                logger.warning("job %s: its lease could not be renewed: %s", job_id, exc)
 
 
 def _error(job_id: str, exc: Exception) -> dict[str, str]:

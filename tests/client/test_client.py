@@ -355,6 +355,12 @@ def test_error_events() -> None:
     with client(server) as c:
         assert [e.id for e in c.events("/s")] == ["0", "1", "2"]
     assert server.last_ids() == [None, "1"]
+    # A store briefly unreachable (a 503 after the stream started) is resumed the same way.
+    outage = b'event: error\ndata: {"error": {"type": "unavailable", "message": "no"}}\n\n'
+    server = Server((200, SSE_TYPE, [*items(0), outage], False), (200, SSE_TYPE, items(1), False))
+    with client(server) as c:
+        assert [e.id for e in c.events("/s")] == ["0", "1"]
+    assert server.last_ids() == [None, "0"]
     other = b"event: error\ndata: not ours\n\n"
     server = Server((200, SSE_TYPE, [other], False))
     with client(server) as c:

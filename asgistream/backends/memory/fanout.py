@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...patterns.fanout import Deliver
+from ...patterns.fanout import Deliver, Outage
 
 __all__ = ["MemoryFanout"]
 
@@ -26,7 +26,8 @@ class MemoryFanout:
         other._channel = self._channel
         return other
 
-    async def open(self, deliver: Deliver) -> None:
+    async def open(self, deliver: Deliver, outage: Outage) -> None:
+        # One process cannot lose the others: ``outage`` is never called.
         if self._deliver is not None:
             raise RuntimeError("this backend is open already")
         self._deliver = deliver

@@ -14,6 +14,7 @@ and transactions that touch several of them work on a cluster too.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -216,9 +217,19 @@ class RedisBackend:
         return RedisUnavailable(self.retry_after)
 
     async def call(self, command: Awaitable[T]) -> T:
-        """Await one Redis command; an unreachable Redis becomes :class:`RedisUnavailable`."""
+        """Await one Redis command; an unreachable Redis becomes :class:`RedisUnavailable`.
+
+        A cancellation that arrives as the command completes is raised, never lost: on
+        Python 3.11, redis-py sends through ``asyncio.wait_for``, which then returns the
+        result and drops the cancellation (a stream whose client left would wait forever).
+        """
+        task = asyncio.current_task()
+        cancelling = task.cancelling() if task is not None else 0
         try:
-            return await command
+            result = await command
         except UNAVAILABLE_ERRORS as exc:
             logger.warning("redis unavailable: %s", exc)
             raise self.unavailable() from None
+        if task is not None and task.cancelling() > cancelling:
+            raise asyncio.CancelledError
+        return result
