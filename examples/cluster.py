@@ -54,7 +54,9 @@ def main() -> int:
         servers = []
         for port in ports:
             command = [sys.executable, "-m", "uvicorn", "examples.demo:app", "--port", str(port)]
-            servers.append(subprocess.Popen([*command, "--host", "127.0.0.1"], env=env))
+            # PORT: the demo's proxy forwards to its own mock model, on its own port.
+            child = {**env, "PORT": str(port)}
+            servers.append(subprocess.Popen([*command, "--host", "127.0.0.1"], env=child))
             print(f"demo on http://127.0.0.1:{port} (Redis at {url})", flush=True)
         try:
             while all(server.poll() is None for server in servers):

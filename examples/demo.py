@@ -23,14 +23,18 @@ from typing import Any
 import anyio
 
 from asgistream import App, Event, HTTPError, JSONResponse, Mode, Request
-from asgistream.backends.redis import RedisBackend
+from asgistream.backends.redis import (
+    RedisBackend,
+    RedisEventLog,
+    RedisFanout,
+    RedisJobStore,
+    RedisSlots,
+)
 from asgistream.backends.redis.connection import DEFAULT_PREFIX
-from asgistream.backends.redis.eventlog import RedisEventLog
-from asgistream.backends.redis.fanout import RedisFanout
-from asgistream.backends.redis.jobs import RedisJobStore
 from asgistream.middleware.metrics import MetricsMiddleware
 from asgistream.middleware.prometheus import PrometheusSink
 from asgistream.patterns.eventlog import parse_last_event_id
+from asgistream.patterns.proxy import Upstream
 from asgistream.responses import Response
 from examples import chat, events, jobs, merge, page, proxy
 
@@ -133,7 +137,12 @@ async def ticker(request: Request) -> AsyncIterator[dict[str, int]]:
 # -- the examples (examples/README.md lists them), then the metrics in front of it all -------
 
 chat.install(demo)  # POST /v1/chat/completions, answered by the mock model
-proxy.install(demo)  # POST /v1/proxy/chat/completions, to $ASGISTREAM_UPSTREAM (default: itself)
+# POST /v1/proxy/chat/completions, to $ASGISTREAM_UPSTREAM (default: itself); on Redis, its
+# limit of streams at once holds for every process together
+proxy.install(
+    demo,
+    Upstream(proxy.upstream_url(), slots=RedisSlots(redis, "upstream", 64)) if redis else None,
+)
 # POST /jobs, GET|DELETE /jobs/{id}; GET|POST /events/{topic}, /broadcast: on Redis if set
 if redis is not None:
     jobs.install(demo, store=RedisJobStore(redis))

@@ -8,7 +8,9 @@
     curl -N 'http://127.0.0.1:8000/broadcast?policy=drop_oldest&queue=50'
     curl -X POST 'http://127.0.0.1:8000/broadcast' -d '{"event": "typing", "data": "ann"}'
 
-``/events/{topic}`` keeps the last 1000 events of each topic. Events carry ids; a client
+``/events/{topic}`` keeps the last 1000 events of each topic. A publish answers the ids of
+its events as the stream names them (``N`` in memory, ``EPOCH:N`` on Redis, where a lost
+history starts a new epoch). Events carry ids; a client
 that reconnects with ``Last-Event-ID`` (browsers do it by themselves) gets exactly the events
 it missed, then live ones. The header wins over ``?after=ID``, which lets a first connection
 ask for the retained history (``?after=0``). An id that is no longer retained, or unknown (as
@@ -69,7 +71,7 @@ def install(app: App, *, log: EventLog | None = None, fanout: FanoutBackend | No
     async def publish(request: Request) -> dict[str, Any]:
         log: EventLog = _state(request, LOG)
         ids = [
-            await log.append(request.path_params["topic"], data, event=event)
+            (await log.append(request.path_params["topic"], data, event=event)).sse_id
             for data, event in await _events(request)
         ]
         return {"ids": ids}

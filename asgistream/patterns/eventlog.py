@@ -97,8 +97,8 @@ class EventLog(Protocol):
     epochs; one that may lose events it has not evicted itself changes the epoch then.
     """
 
-    async def append(self, topic: str, data: Any, *, event: str | None = None) -> int:
-        """Add one event to ``topic`` and return its id."""
+    async def append(self, topic: str, data: Any, *, event: str | None = None) -> Position:
+        """Add one event to ``topic`` and return its position (its id, in its epoch)."""
         ...
 
     async def read(self, topic: str, after: int, *, limit: int) -> LogPage:

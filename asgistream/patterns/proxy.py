@@ -48,7 +48,7 @@ from ..client.events import BlockParser
 from ..client.retry import RetryPolicy, parse_retry_after
 from ..disconnect import Watch
 from ..errors import HTTPError, send_error
-from ..middleware.limiter import Limiter, LimiterFull
+from ..middleware.limiter import Limiter, LimiterFull, Slots
 from ..options import StreamOptions
 from ..producer import aclose
 from ..request import Request
@@ -109,6 +109,9 @@ class Upstream:
 
     ``base_url``: where requests go (``forward``'s path is appended).
     ``max_streams``: requests forwarded at once; a slot is held for the whole stream.
+    ``slots``: where those slots are counted: this process by default, or a store shared by
+    every process (``RedisSlots(backend, "upstream", N)``), so that an upstream's limit holds
+    for the whole deployment; its capacity then replaces ``max_streams``.
     ``queue_timeout``: seconds to wait for a slot before answering 503 with ``Retry-After``
     (``retry_after`` seconds, by default ``queue_timeout`` rounded up).
     ``connect_timeout``, ``write_timeout``: seconds to connect and to send the request.
@@ -132,6 +135,7 @@ class Upstream:
         base_url: str,
         *,
         max_streams: int = 64,
+        slots: Slots | None = None,
         queue_timeout: float = 5.0,
         retry_after: int | None = None,
         connect_timeout: float = 5.0,
@@ -155,7 +159,8 @@ class Upstream:
         if stream.done:
             raise ValueError("a relayed stream ends as the upstream's does: done must be False")
         self.base_url = base_url.rstrip("/")
-        self.max_streams = max_streams
+        self.max_streams = slots.capacity if slots is not None else max_streams
+        self._store = slots
         self.queue_timeout = queue_timeout
         self.retry_after = retry_after if retry_after is not None else math.ceil(queue_timeout)
         self.timeout = httpx.Timeout(
@@ -175,7 +180,8 @@ class Upstream:
         if self._client is not None:
             raise RuntimeError("this Upstream is already open")
         self._slots = Limiter(
-            self.max_streams,
+            None if self._store is not None else self.max_streams,
+            slots=self._store,
             queue_timeout=self.queue_timeout,
             retry_after=self.retry_after,
             name="upstream",
@@ -346,6 +352,8 @@ class _Forward:
         upstream = self.upstream
         try:
             await self.slots.acquire()
+        except HTTPError as exc:  # a shared store that cannot be reached: a 503
+            return as_openai(exc)
         except LimiterFull:
             return openai_error(
                 503,

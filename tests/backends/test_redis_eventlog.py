@@ -65,8 +65,8 @@ def epoch_of(event: Event) -> str:
 async def test_ids_carry_one_epoch_shared_by_every_process(redis_server: RedisServer) -> None:
     async with backends(redis_server.url, 2) as (one, other):
         a, b = RedisEventLog(one), RedisEventLog(other)
-        assert [await a.append("t", i) for i in range(2)] == [1, 2]
-        assert await b.append("t", 2) == 3
+        assert [(await a.append("t", i)).id for i in range(2)] == [1, 2]
+        assert (await b.append("t", 2)).id == 3
         events = await collect(b, "t", 0)
         epoch = epoch_of(events[0])
         assert len(epoch) == 11 and [e.id for e in events] == [f"{epoch}:{i}" for i in (1, 2, 3)]
@@ -137,8 +137,8 @@ async def test_a_topic_that_went_back_within_its_epoch_gets_a_new_epoch() -> Non
             page = await b.read("t", 0, limit=10)
             assert page.epoch != epoch and page.newest == 2
             # Appending on a (which saw id 5 of the old epoch) does not reuse them either.
-            id = await a.append("t", "after")
-            assert (id, (await a.read("t", 0, limit=0)).epoch) == (3, page.epoch)
+            position = await a.append("t", "after")
+            assert (position.id, position.epoch) == (3, page.epoch)
             got = await collect(b, "t", Position(4, epoch))
             assert got[0].event == "reset" and got[0].data["reason"] == "unknown"
             assert [e.data for e in got[1:]] == [0, 1, "after"]
@@ -154,7 +154,7 @@ async def test_appending_in_the_stale_epoch_rotates_it_in_the_same_step() -> Non
             await one.client.hset(one.key("topic", "t", "meta"), "seq", 1)
             await one.client.xdel(one.key("topic", "t", "log"), "2-0", "3-0", "4-0")
             await one.client.execute_command("XSETID", one.key("topic", "t", "log"), "1-0")
-            assert await log.append("t", "x") == 2
+            assert (await log.append("t", "x")).id == 2
             assert (await log.read("t", 0, limit=0)).epoch != epoch
 
 
@@ -166,7 +166,7 @@ async def test_a_stream_ahead_of_its_counter_starts_a_new_history(
         await log.append("t", 0)
         await one.client.xadd(one.key("topic", "t", "log"), {"d": "9"}, id="9-0")
         epoch = (await log.read("t", 0, limit=0)).epoch
-        assert await log.append("t", 1) == 1  # not 2 next to a foreign 9
+        assert (await log.append("t", 1)).id == 1  # not 2 next to a foreign 9
         page = await log.read("t", 0, limit=10)
         assert page.epoch != epoch and [e.data for e in page.entries] == [1]
 
@@ -180,7 +180,7 @@ async def test_a_restarted_redis_with_its_data_keeps_ids_and_epoch() -> None:
             before = await collect(log, "t", 0)
             server.stop()
             server.start()
-            assert await log.append("t", 3) == 4
+            assert (await log.append("t", 3)).id == 4
             after = await collect(log, "t", Position(2, epoch_of(before[0])))
             assert [e.id for e in after] == [f"{epoch_of(before[0])}:{i}" for i in (3, 4)]
 
@@ -218,7 +218,7 @@ async def test_an_idle_topic_expires_whole_and_comes_back_in_a_new_epoch(
         await anyio.sleep(0.3)
         assert await one.client.keys(f"{one.prefix}:*") == []
         assert (await log.read("t", 0, limit=0)).newest == 0
-        assert await log.append("t", "b") == 1
+        assert (await log.append("t", "b")).id == 1
         got = await collect(log, "t", Position(1, epoch))
         assert got[0].event == "reset" and [e.data for e in got[1:]] == ["b"]
 
@@ -238,7 +238,7 @@ async def test_hostile_topic_names_are_a_400(redis_server: RedisServer, name: st
                 await call
             assert info.value.status == 400 and info.value.type == "invalid_topic"
         assert await one.client.keys(f"{one.prefix}:*") == []
-        assert await log.append("a" * 128, 1) == 1  # the longest name is fine
+        assert (await log.append("a" * 128, 1)).id == 1  # the longest name is fine
 
 
 # -- Redis unreachable ---------------------------------------------------------------------------
@@ -273,7 +273,7 @@ async def test_redis_stopped_is_a_503_in_seconds_then_everything_recovers() -> N
                 await b.wait("t", 1)
             server.start()
             started = time.monotonic()
-            assert await a.append("t", "back") == 1  # a new Redis: a new epoch
+            assert (await a.append("t", "back")).id == 1  # a new Redis: a new epoch
             async with anyio.create_task_group() as group:
                 group.start_soon(b.wait, "t", 1)
                 await anyio.sleep(0.05)

@@ -57,8 +57,8 @@ async def publish(log: EventLog, topic: str, n: int, start: int = 0) -> None:
 
 async def test_ids_count_from_one_per_topic(stores: Stores) -> None:
     log = stores.event_log()
-    assert [await log.append("a", i) for i in range(3)] == [1, 2, 3]
-    assert await log.append("b", "x") == 1
+    assert [(await log.append("a", i)).id for i in range(3)] == [1, 2, 3]
+    assert (await log.append("b", "x")).id == 1
 
 
 async def test_every_process_sees_the_same_ids(stores: Stores) -> None:
@@ -176,8 +176,8 @@ class EpochLog:
         lost, self.lost = self.lost, anyio.Event()
         lost.set()
 
-    async def append(self, topic: str, data: Any, *, event: str | None = None) -> int:
-        return await self.log.append(topic, data, event=event)
+    async def append(self, topic: str, data: Any, *, event: str | None = None) -> Position:
+        return Position((await self.log.append(topic, data, event=event)).id, self.epoch)
 
     async def read(self, topic: str, after: int, *, limit: int) -> LogPage:
         page = await self.log.read(topic, after, limit=limit)

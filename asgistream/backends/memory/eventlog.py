@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 
 from ...errors import HTTPError
-from ...patterns.eventlog import LogEntry, LogPage
+from ...patterns.eventlog import LogEntry, LogPage, Position
 
 __all__ = ["DEFAULT_CAPACITY", "DEFAULT_MAX_TOPICS", "MemoryEventLog", "TooManyTopics"]
 
@@ -64,13 +64,13 @@ class MemoryEventLog:
     def __len__(self) -> int:
         return len(self._topics)
 
-    async def append(self, topic: str, data: Any, *, event: str | None = None) -> int:
+    async def append(self, topic: str, data: Any, *, event: str | None = None) -> Position:
         log = self._topic(topic)
         log.newest += 1
         log.entries.append(LogEntry(log.newest, data, event))
         appended, log.appended = log.appended, anyio.Event()
         appended.set()
-        return log.newest
+        return Position(log.newest)
 
     async def read(self, topic: str, after: int, *, limit: int) -> LogPage:
         log = self._topic(topic)

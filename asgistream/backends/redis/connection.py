@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 from redis import exceptions as _errors
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
@@ -137,6 +137,7 @@ class RedisBackend:
         self.prefix = prefix
         self.socket_timeout = socket_timeout
         self.retry_after = retry_after
+        self._connect_timeout = connect_timeout
         self.process_id = uuid.uuid4().hex
         """Names this process in leases, so that its holdings expire if it dies."""
         self.block_ms = max(1, int(socket_timeout * 1000 / 2))
@@ -160,7 +161,13 @@ class RedisBackend:
         if self._stack is not None:
             raise RuntimeError("this RedisBackend is open already")
         async with contextlib.AsyncExitStack() as stack:
-            client = Redis.from_url(self.url, **self._client_options)
+            # A blocking pool: past max_connections a request waits (up to the connect
+            # timeout) for a connection to come back, then gets its 503, instead of an error
+            # at once.
+            pool = BlockingConnectionPool.from_url(
+                self.url, timeout=self._connect_timeout, **self._client_options
+            )
+            client = Redis.from_pool(pool)
             stack.push_async_callback(client.aclose)
             self._tasks = await stack.enter_async_context(anyio.create_task_group())
             # Readers end before the client closes (the stack unwinds in reverse).

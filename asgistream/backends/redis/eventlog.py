@@ -63,7 +63,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.typing import KeyT, StreamIdT
 
-from ...patterns.eventlog import LogEntry, LogPage
+from ...patterns.eventlog import LogEntry, LogPage, Position
 from .connection import RedisBackend, RedisUnavailable, check_name, is_unavailable
 
 __all__ = [
@@ -187,7 +187,7 @@ class RedisEventLog:
         check_name("topic", topic)
         return self.backend.key("topic", topic, "meta"), self.backend.key("topic", topic, "log")
 
-    async def append(self, topic: str, data: Any, *, event: str | None = None) -> int:
+    async def append(self, topic: str, data: Any, *, event: str | None = None) -> Position:
         keys = self._keys(topic)
         seen = self._shared.seen
         known_epoch, known_id = seen.get(topic)
@@ -207,7 +207,7 @@ class RedisEventLog:
             self._shared.append(keys=keys, args=args, client=backend.client)
         )
         seen.observe(topic, epoch.decode(), int(id), sent)
-        return int(id)
+        return Position(int(id), epoch.decode())
 
     async def read(self, topic: str, after: int, *, limit: int) -> LogPage:
         # Readers asking the same question at once share one round trip: every follower of
