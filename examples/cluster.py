@@ -44,7 +44,12 @@ def _redis(port: int) -> Iterator[str]:
             process.wait(10)
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM too ends every process this command started
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _stop)
     ports = [int(p) for p in os.environ.get("PORTS", "8000,8001").split(",")]
     with contextlib.ExitStack() as stack:
         url = os.environ.get("ASGISTREAM_REDIS_URL") or stack.enter_context(
