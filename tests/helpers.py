@@ -151,3 +151,14 @@ class RecordingSink:
     def records(self) -> list[ResponseRecord]:
         """The record of each finished response."""
         return [call[0] for call in self._of("finished")]
+
+
+async def take(events: AsyncIterator[T], n: int, limit: float = 5.0) -> list[T]:
+    """The next ``n`` items of ``events``; fails after ``limit`` seconds."""
+    got: list[T] = []
+    with anyio.fail_after(limit):
+        async for event in events:
+            got.append(event)
+            if len(got) == n:
+                break
+    return got

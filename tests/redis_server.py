@@ -14,9 +14,11 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+from asgistream.backends.redis import RedisBackend
 from tests.server import free_port
 
 
@@ -111,3 +113,19 @@ def redis_server(*, persist: bool = False) -> Iterator[RedisServer]:
         yield server
     finally:
         server.close()
+
+
+@contextlib.asynccontextmanager
+async def processes(
+    url: str, n: int = 2, *, socket_timeout: float = 5.0, prefix: str | None = None
+) -> AsyncIterator[list[RedisBackend]]:
+    """``n`` open backends on ``url`` under one new key prefix (or ``prefix``): the views of
+    ``n`` processes of one deployment, in one test process."""
+    prefix = prefix or f"test-{uuid.uuid4().hex[:12]}"
+    async with contextlib.AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(
+                RedisBackend(url, prefix=prefix, socket_timeout=socket_timeout)
+            )
+            for _ in range(n)
+        ]

@@ -9,7 +9,6 @@ a test can publish "on one process" and read "on another".
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -19,6 +18,7 @@ from asgistream.middleware.limiter import Slots
 from asgistream.patterns.eventlog import EventLog
 from asgistream.patterns.fanout import FanoutBackend
 from asgistream.patterns.jobs import JobStore
+from tests.redis_server import processes
 
 T = TypeVar("T")
 
@@ -108,12 +108,7 @@ async def open_stores(name: str, redis_url: Callable[[], str]) -> AsyncIterator[
     if name == "memory":
         yield MemoryStores()
         return
-    prefix = f"test-{uuid.uuid4().hex[:12]}"
-    async with contextlib.AsyncExitStack() as stack:
-        backends = [
-            await stack.enter_async_context(RedisBackend(redis_url(), prefix=prefix))
-            for _ in range(2)
-        ]
+    async with processes(redis_url(), 2) as backends:
         yield RedisStores(backends)
 
 

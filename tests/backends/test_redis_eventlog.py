@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -21,7 +20,8 @@ from asgistream import Event, HTTPError
 from asgistream.backends.redis import RedisBackend, RedisUnavailable
 from asgistream.backends.redis.eventlog import POLL_INTERVAL, RedisEventLog
 from asgistream.patterns.eventlog import Position, resume
-from tests.redis_server import RedisServer, redis_server
+from tests.helpers import take
+from tests.redis_server import RedisServer, processes, redis_server
 
 pytestmark = pytest.mark.anyio
 
@@ -29,30 +29,9 @@ QUICK = 1.0
 """The socket timeout of these tests' backends: blocking reads of 0.5 s, failures seen fast."""
 
 
-@contextlib.asynccontextmanager
-async def backends(url: str, n: int = 1, prefix: str | None = None) -> AsyncIterator[list[Any]]:
-    """``n`` open backends (``n`` processes) under one new prefix."""
-    prefix = prefix or f"test-{uuid.uuid4().hex[:12]}"
-    async with contextlib.AsyncExitStack() as stack:
-        yield [
-            await stack.enter_async_context(RedisBackend(url, prefix=prefix, socket_timeout=QUICK))
-            for _ in range(n)
-        ]
-
-
 async def collect(log: RedisEventLog, topic: str, after: Position | int | None) -> list[Event]:
     async with contextlib.aclosing(resume(log, topic, after, follow=False)) as events:
         return [e async for e in events]
-
-
-async def take(events: AsyncIterator[Event], n: int, limit: float = 5.0) -> list[Event]:
-    got: list[Event] = []
-    with anyio.fail_after(limit):
-        async for event in events:
-            got.append(event)
-            if len(got) == n:
-                break
-    return got
 
 
 def epoch_of(event: Event) -> str:
@@ -63,7 +42,7 @@ def epoch_of(event: Event) -> str:
 
 
 async def test_ids_carry_one_epoch_shared_by_every_process(redis_server: RedisServer) -> None:
-    async with backends(redis_server.url, 2) as (one, other):
+    async with processes(redis_server.url, 2, socket_timeout=QUICK) as (one, other):
         a, b = RedisEventLog(one), RedisEventLog(other)
         assert [(await a.append("t", i)).id for i in range(2)] == [1, 2]
         assert (await b.append("t", 2)).id == 3
@@ -79,7 +58,7 @@ async def test_ids_carry_one_epoch_shared_by_every_process(redis_server: RedisSe
 
 async def test_a_flushed_topic_starts_a_new_epoch_and_old_ids_get_a_reset() -> None:
     with redis_server() as server:
-        async with backends(server.url, 2) as (one, other):
+        async with processes(server.url, 2, socket_timeout=QUICK) as (one, other):
             a, b = RedisEventLog(one), RedisEventLog(other)
             for i in range(3):
                 await a.append("t", f"old{i}")
@@ -122,7 +101,7 @@ async def test_a_flushed_topic_starts_a_new_epoch_and_old_ids_get_a_reset() -> N
 async def test_a_topic_that_went_back_within_its_epoch_gets_a_new_epoch() -> None:
     """A failover to a replica that missed the last appends: same epoch, lower counter."""
     with redis_server() as server:
-        async with backends(server.url, 2) as (one, other):
+        async with processes(server.url, 2, socket_timeout=QUICK) as (one, other):
             a, b = RedisEventLog(one), RedisEventLog(other)
             for i in range(5):
                 await a.append("t", i)
@@ -146,7 +125,7 @@ async def test_a_topic_that_went_back_within_its_epoch_gets_a_new_epoch() -> Non
 
 async def test_appending_in_the_stale_epoch_rotates_it_in_the_same_step() -> None:
     with redis_server() as server:
-        async with backends(server.url) as (one,):
+        async with processes(server.url, 1, socket_timeout=QUICK) as (one,):
             log = RedisEventLog(one)
             for i in range(4):
                 await log.append("t", i)
@@ -161,7 +140,7 @@ async def test_appending_in_the_stale_epoch_rotates_it_in_the_same_step() -> Non
 async def test_a_stream_ahead_of_its_counter_starts_a_new_history(
     redis_server: RedisServer,
 ) -> None:
-    async with backends(redis_server.url) as (one,):
+    async with processes(redis_server.url, 1, socket_timeout=QUICK) as (one,):
         log = RedisEventLog(one)
         await log.append("t", 0)
         await one.client.xadd(one.key("topic", "t", "log"), {"d": "9"}, id="9-0")
@@ -173,7 +152,7 @@ async def test_a_stream_ahead_of_its_counter_starts_a_new_history(
 
 async def test_a_restarted_redis_with_its_data_keeps_ids_and_epoch() -> None:
     with redis_server(persist=True) as server:
-        async with backends(server.url) as (one,):
+        async with processes(server.url, 1, socket_timeout=QUICK) as (one,):
             log = RedisEventLog(one)
             for i in range(3):
                 await log.append("t", i)
@@ -189,7 +168,7 @@ async def test_a_restarted_redis_with_its_data_keeps_ids_and_epoch() -> None:
 
 
 async def test_retention_is_bounded_and_every_key_expires(redis_server: RedisServer) -> None:
-    async with backends(redis_server.url) as (one,):
+    async with processes(redis_server.url, 1, socket_timeout=QUICK) as (one,):
         log = RedisEventLog(one, capacity=5, ttl=60)
         for i in range(20):
             await log.append("t", i)
@@ -211,7 +190,7 @@ async def test_retention_is_bounded_and_every_key_expires(redis_server: RedisSer
 async def test_an_idle_topic_expires_whole_and_comes_back_in_a_new_epoch(
     redis_server: RedisServer,
 ) -> None:
-    async with backends(redis_server.url) as (one,):
+    async with processes(redis_server.url, 1, socket_timeout=QUICK) as (one,):
         log = RedisEventLog(one, ttl=0.2)
         await log.append("t", "a")
         epoch = (await log.read("t", 0, limit=0)).epoch
@@ -227,7 +206,7 @@ async def test_an_idle_topic_expires_whole_and_comes_back_in_a_new_epoch(
     "name", ["", "a:b", "{t}", "a b", "t\r\nDEL x", "é", "*", "a" * 129, "x}:{y"]
 )
 async def test_hostile_topic_names_are_a_400(redis_server: RedisServer, name: str) -> None:
-    async with backends(redis_server.url) as (one,):
+    async with processes(redis_server.url, 1, socket_timeout=QUICK) as (one,):
         log = RedisEventLog(one)
         for call in (
             log.append(name, 1),
@@ -246,7 +225,7 @@ async def test_hostile_topic_names_are_a_400(redis_server: RedisServer, name: st
 
 async def test_redis_stopped_is_a_503_in_seconds_then_everything_recovers() -> None:
     with redis_server() as server:
-        async with backends(server.url, 2) as (one, other):
+        async with processes(server.url, 2, socket_timeout=QUICK) as (one, other):
             a, b = RedisEventLog(one), RedisEventLog(other)
             await a.append("t", 0)
             failures: list[float] = []
@@ -287,7 +266,7 @@ async def test_redis_stopped_is_a_503_in_seconds_then_everything_recovers() -> N
 async def test_one_reader_connection_per_process_however_many_subscribers(
     redis_server: RedisServer,
 ) -> None:
-    async with backends(redis_server.url, 2) as (one, other):
+    async with processes(redis_server.url, 2, socket_timeout=QUICK) as (one, other):
         logs = [RedisEventLog(one), RedisEventLog(one), RedisEventLog(other)]
         topics = [f"t{i}" for i in range(20)]
         got: dict[tuple[int, int], list[Event]] = {}
@@ -316,7 +295,7 @@ async def test_one_reader_connection_per_process_however_many_subscribers(
 
 
 async def test_beyond_max_followed_topics_waiters_poll(redis_server: RedisServer) -> None:
-    async with backends(redis_server.url, 2) as (one, other):
+    async with processes(redis_server.url, 2, socket_timeout=QUICK) as (one, other):
         log, publisher = RedisEventLog(one, max_followed=2), RedisEventLog(other)
         waits: dict[str, float] = {}
 
@@ -341,7 +320,7 @@ async def test_a_follower_on_another_process_gets_each_append_as_it_happens(
 ) -> None:
     """Append on one process, a follower on the other, one event at a time: each arrives
     before the next is appended (the latency is measured by ``make bench``, not here)."""
-    async with backends(redis_server.url, 2) as (one, other):
+    async with processes(redis_server.url, 2, socket_timeout=QUICK) as (one, other):
         publisher, log = RedisEventLog(one), RedisEventLog(other)
         async with contextlib.aclosing(resume(log, "live", None)) as events:
             for i in range(100):
@@ -356,7 +335,7 @@ async def test_a_cancelled_subscriber_always_ends(redis_server: RedisServer) -> 
     """A stream's watcher cancels its task once (``task.cancel()``) when the client leaves;
     a cancellation arriving as a Redis command completes must not be lost (Python 3.11's
     ``asyncio.wait_for``, inside redis-py, drops it), or the stream would wait forever."""
-    async with backends(redis_server.url) as (one,):
+    async with processes(redis_server.url, 1, socket_timeout=QUICK) as (one,):
         log = RedisEventLog(one)
         await log.append("t0", 1)
 
@@ -404,7 +383,7 @@ async def test_followers_of_one_topic_share_their_reads(redis_server: RedisServe
 
 
 async def test_a_shared_read_outlives_its_first_reader(redis_server: RedisServer) -> None:
-    async with backends(redis_server.url) as (one,):
+    async with processes(redis_server.url, 1, socket_timeout=QUICK) as (one,):
         log = RedisEventLog(one)
         await log.append("t", "x")
         for round in range(12):

@@ -13,7 +13,6 @@ import contextlib
 import os
 import signal
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,23 +25,12 @@ from asgistream.backends.redis._pubsub import RECONNECT_MAX_DELAY, reader_of
 from asgistream.backends.redis.fanout import RedisFanout
 from asgistream.backends.redis.jobs import RedisJobStore
 from asgistream.patterns.fanout import Broker, Subscription
-from tests.redis_server import RedisServer, redis_server
+from tests.redis_server import RedisServer, processes, redis_server
 
 pytestmark = pytest.mark.anyio
 
 QUICK = 1.0
 """The socket timeout of these tests' backends: an idle reader pings every 0.5 s."""
-
-
-@contextlib.asynccontextmanager
-async def processes(url: str, n: int = 2) -> AsyncIterator[list[RedisBackend]]:
-    """``n`` open backends (``n`` processes) under one new prefix."""
-    prefix = f"test-{uuid.uuid4().hex[:12]}"
-    async with contextlib.AsyncExitStack() as stack:
-        yield [
-            await stack.enter_async_context(RedisBackend(url, prefix=prefix, socket_timeout=QUICK))
-            for _ in range(n)
-        ]
 
 
 @contextlib.asynccontextmanager
@@ -71,7 +59,7 @@ async def subscribe_when_back(broker: Broker, limit: float = 10.0) -> Subscripti
 
 
 async def test_names_and_layout(redis_server: RedisServer) -> None:
-    async with processes(redis_server.url, 1) as (backend,):
+    async with processes(redis_server.url, 1, socket_timeout=QUICK) as (backend,):
         fanout = RedisFanout(backend)
         assert fanout.channel == f"{backend.prefix}:fanout:broadcast"
         for bad in ("", "a b", "a:b", "{x}", "x" * 129):
@@ -83,7 +71,7 @@ async def test_names_and_layout(redis_server: RedisServer) -> None:
 async def test_one_reader_per_process_shared_by_every_channel_and_the_jobs() -> None:
     with redis_server() as server:
         async with (
-            processes(server.url) as (a, b),
+            processes(server.url, socket_timeout=QUICK) as (a, b),
             brokers([a, b], "one") as (one_a, one_b),
             brokers([a], "two") as (two_a,),
             one_a.subscribe() as near,
@@ -104,7 +92,7 @@ async def test_one_reader_per_process_shared_by_every_channel_and_the_jobs() -> 
 
 async def test_a_publish_is_queued_here_before_it_returns(redis_server: RedisServer) -> None:
     async with (
-        processes(redis_server.url) as backends,
+        processes(redis_server.url, socket_timeout=QUICK) as backends,
         brokers(backends) as (here, _there),
         here.subscribe() as near,
     ):
@@ -115,7 +103,10 @@ async def test_a_publish_is_queued_here_before_it_returns(redis_server: RedisSer
 
 async def test_redis_stopped_ends_every_stream_then_everything_recovers() -> None:
     with redis_server() as server:
-        async with processes(server.url) as backends, brokers(backends) as (a, b):
+        async with (
+            processes(server.url, socket_timeout=QUICK) as backends,
+            brokers(backends) as (a, b),
+        ):
             near, far = a.subscribe(), b.subscribe()
             await a.publish("before")
             assert [await next_item(near), await next_item(far)] == ["before", "before"]
@@ -147,7 +138,10 @@ async def test_redis_stopped_ends_every_stream_then_everything_recovers() -> Non
 async def test_a_reader_cut_off_by_redis_reconnects_by_itself() -> None:
     # Redis cuts a reader that falls behind its client-output-buffer-limit; here, by command.
     with redis_server() as server:
-        async with processes(server.url) as backends, brokers(backends) as (a, b):
+        async with (
+            processes(server.url, socket_timeout=QUICK) as backends,
+            brokers(backends) as (a, b),
+        ):
             near, far = a.subscribe(), b.subscribe()
             assert await backends[0].client.client_kill_filter(_type="pubsub") == 2
             for subscription in (near, far):
@@ -160,7 +154,10 @@ async def test_a_reader_cut_off_by_redis_reconnects_by_itself() -> None:
 
 async def test_a_frozen_redis_is_detected_by_the_readers_ping() -> None:
     with redis_server() as server:
-        async with processes(server.url, 1) as backends, brokers(backends) as (broker,):
+        async with (
+            processes(server.url, 1, socket_timeout=QUICK) as backends,
+            brokers(backends) as (broker,),
+        ):
             subscription = broker.subscribe()
             await broker.publish(1)
             assert await next_item(subscription) == 1
@@ -180,7 +177,7 @@ async def test_a_frozen_redis_is_detected_by_the_readers_ping() -> None:
 async def test_a_broker_opened_while_redis_is_down_starts_by_itself() -> None:
     with redis_server() as server:
         server.stop()
-        async with processes(server.url, 1) as backends:
+        async with processes(server.url, 1, socket_timeout=QUICK) as backends:
             started = time.monotonic()
             async with brokers(backends) as (broker,):
                 assert time.monotonic() - started < 2 * QUICK  # the app starts anyway

@@ -9,22 +9,20 @@ objects stand for two processes; an owner that "dies" is one that stops renewing
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import pytest
 
 from asgistream import HTTPError
-from asgistream.backends.redis import RedisBackend, RedisUnavailable
+from asgistream.backends.redis import RedisUnavailable
 from asgistream.backends.redis.jobs import OWNER_LOST, RedisJobStore
 from asgistream.patterns.jobs import JobManager, JobState, JobStatus, Progress
 from tests.helpers import until
-from tests.redis_server import RedisServer, redis_server
+from tests.redis_server import RedisServer, processes, redis_server
 
 pytestmark = pytest.mark.anyio
 
@@ -33,17 +31,6 @@ QUICK = 1.0
 
 LEASE = 0.4
 """A short lease, so that a dead owner's job fails within the test's time."""
-
-
-@contextlib.asynccontextmanager
-async def processes(url: str, n: int = 2) -> AsyncIterator[list[RedisBackend]]:
-    """``n`` open backends (``n`` processes) under one new prefix."""
-    prefix = f"test-{uuid.uuid4().hex[:12]}"
-    async with contextlib.AsyncExitStack() as stack:
-        yield [
-            await stack.enter_async_context(RedisBackend(url, prefix=prefix, socket_timeout=QUICK))
-            for _ in range(n)
-        ]
 
 
 def gated(gate: anyio.Event) -> Any:
@@ -65,7 +52,7 @@ async def running(store: RedisJobStore, job_id: str | None = None) -> JobState:
 
 
 async def test_key_layout_retention_and_names(redis_server: RedisServer) -> None:
-    async with processes(redis_server.url, 1) as (backend,):
+    async with processes(redis_server.url, 1, socket_timeout=QUICK) as (backend,):
         store = RedisJobStore(backend, max_finished=2, finished_ttl=5.0, lease=LEASE)
         client = backend.client
         async with anyio.create_task_group() as tasks:
@@ -104,7 +91,7 @@ async def test_key_layout_retention_and_names(redis_server: RedisServer) -> None
 
 
 async def test_a_job_whose_owner_died_is_reported_failed_once(redis_server: RedisServer) -> None:
-    async with processes(redis_server.url) as (a, b):
+    async with processes(redis_server.url, socket_timeout=QUICK) as (a, b):
         owner, other = RedisJobStore(a, lease=LEASE), RedisJobStore(b, lease=LEASE)
         state = await running(owner)
         seen: list[JobState] = []
@@ -139,7 +126,7 @@ async def test_a_job_whose_owner_died_is_reported_failed_once(redis_server: Redi
 
 
 async def test_concurrent_readers_write_the_failure_once(redis_server: RedisServer) -> None:
-    async with processes(redis_server.url) as (a, b):
+    async with processes(redis_server.url, socket_timeout=QUICK) as (a, b):
         stores = [RedisJobStore(backend, lease=0.1) for backend in (a, b, a, b)]
         state = await running(stores[0])
         await anyio.sleep(0.15)
@@ -165,7 +152,7 @@ async def test_concurrent_readers_write_the_failure_once(redis_server: RedisServ
 
 
 async def test_an_owner_that_missed_its_renewals_stops_its_job(redis_server: RedisServer) -> None:
-    async with processes(redis_server.url) as (a, b):
+    async with processes(redis_server.url, socket_timeout=QUICK) as (a, b):
         owner, other = RedisJobStore(a, lease=LEASE), RedisJobStore(b, lease=LEASE)
         renew = owner.renew
         stalled = True
@@ -191,7 +178,7 @@ async def test_an_owner_that_missed_its_renewals_stops_its_job(redis_server: Red
 
 
 async def test_a_cancel_reaches_an_owner_whose_reader_missed_it(redis_server: RedisServer) -> None:
-    async with processes(redis_server.url) as (a, b):
+    async with processes(redis_server.url, socket_timeout=QUICK) as (a, b):
         owner, other = RedisJobStore(a, lease=LEASE), RedisJobStore(b, lease=LEASE)
         owner.message = lambda data: None  # type: ignore[method-assign]
         async with anyio.create_task_group() as tasks:
@@ -209,7 +196,7 @@ async def test_a_cancel_reaches_an_owner_whose_reader_missed_it(redis_server: Re
 
 async def test_redis_stopped_is_a_503_and_watchers_end_then_it_recovers() -> None:
     with redis_server() as server:
-        async with processes(server.url) as (a, b):
+        async with processes(server.url, socket_timeout=QUICK) as (a, b):
             owner, other = RedisJobStore(a), RedisJobStore(b)
             state = await running(owner)
             watched: list[Any] = []

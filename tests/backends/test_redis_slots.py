@@ -13,8 +13,6 @@ import random
 import signal
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator
 
 import anyio
 import orjson
@@ -22,25 +20,15 @@ import pytest
 from redis.exceptions import RedisError
 
 from asgistream._types import Receive, Scope, Send
-from asgistream.backends.redis import RedisBackend, RedisUnavailable
+from asgistream.backends.redis import RedisUnavailable
 from asgistream.backends.redis.slots import RedisSlots
 from asgistream.middleware.limiter import Limiter, LimiterFull, LimiterMiddleware
 from tests.helpers import FakeClient, until
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, processes
 from tests.redis_server import redis_server as own_redis
 from tests.server import ROOT
 
 pytestmark = pytest.mark.anyio
-
-
-@contextlib.asynccontextmanager
-async def processes(url: str, count: int = 2) -> AsyncIterator[list[RedisBackend]]:
-    """``count`` open backends on ``url`` under one new prefix: ``count`` processes' views."""
-    prefix = f"test-{uuid.uuid4().hex[:12]}"
-    async with contextlib.AsyncExitStack() as stack:
-        yield [
-            await stack.enter_async_context(RedisBackend(url, prefix=prefix)) for _ in range(count)
-        ]
 
 
 async def take(slots: RedisSlots, weight: int, wait: float | None = None) -> None:

@@ -8,24 +8,21 @@ import logging
 import os
 import pty
 import random
-import socket
-import struct
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import orjson
 import pytest
-from anyio.abc import SocketAttribute, SocketStream
 from anyio.from_thread import start_blocking_portal
 
 from asgistream.client import AsyncClient, Client, RetryError, RetryPolicy, StatusError, StreamError
+from tests.e2e.sockets import balancer
 from tests.server import ROOT, Server, free_port, serve
 
 pytestmark = pytest.mark.e2e
@@ -127,66 +124,6 @@ def test_read_timeout_is_per_chunk_not_per_stream(client_server: Server) -> None
 # -- connections cut at random points --------------------------------------------------------
 
 
-@dataclass
-class CuttingProxy:
-    """Forwards to ``target``; cuts each connection after a random number of response bytes,
-    with a FIN or a RST."""
-
-    target: int
-    rng: random.Random
-    max_bytes: int
-    port: int = 0
-    connections: int = 0
-    cuts: int = 0
-    resets: int = field(default=0)
-
-    async def handle(self, client: SocketStream) -> None:
-        self.connections += 1
-        budget = self.rng.randint(0, self.max_bytes)
-        async with client:
-            try:
-                upstream = await anyio.connect_tcp("127.0.0.1", self.target)
-            except OSError:
-                return
-            async with upstream, anyio.create_task_group() as group:
-                group.start_soon(self.forward, client, upstream)
-                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    async for data in upstream:
-                        if len(data) >= budget:
-                            await client.send(data[:budget]) if budget else None
-                            self.cut(client)
-                            break
-                        budget -= len(data)
-                        await client.send(data)
-                group.cancel_scope.cancel()
-
-    def cut(self, client: SocketStream) -> None:
-        self.cuts += 1
-        if self.rng.random() < 0.5:
-            self.resets += 1
-            sock = client.extra(SocketAttribute.raw_socket)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-
-    @staticmethod
-    async def forward(source: SocketStream, sink: SocketStream) -> None:
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            async for data in source:
-                await sink.send(data)
-
-
-@contextlib.asynccontextmanager
-async def cutting_proxy(target: int, seed: int, max_bytes: int) -> AsyncIterator[CuttingProxy]:
-    proxy = CuttingProxy(target, random.Random(seed), max_bytes)
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    proxy.port = listener.extra(SocketAttribute.local_port)
-    async with listener, anyio.create_task_group() as group:
-        group.start_soon(listener.serve, proxy.handle)
-        try:
-            yield proxy
-        finally:
-            group.cancel_scope.cancel()
-
-
 N_CUT = 300  # about 14 kB of events: a handful of cuts per pass at up to 3 kB per connection
 
 
@@ -194,19 +131,19 @@ N_CUT = 300  # about 14 kB of events: a handful of cuts per pass at up to 3 kB p
 @pytest.mark.parametrize("seed", [1, 2, 3])
 async def test_async_client_survives_random_cuts(demo_server: Server, seed: int) -> None:
     async with (
-        cutting_proxy(demo_server.port, seed, 3000) as proxy,
+        balancer([demo_server.port], rng=random.Random(seed), max_bytes=3000) as proxy,
         AsyncClient(f"http://127.0.0.1:{proxy.port}", retry=QUICK) as client,
     ):
         got = [e.json() async for e in client.events(f"/items?n={N_CUT}")]
     assert got == [item(i) for i in range(N_CUT)]
-    assert proxy.cuts >= 3 and proxy.connections > proxy.cuts
-    print(f"seed {seed}: {proxy.connections} connections, {proxy.cuts} cut, {proxy.resets} reset")
+    assert proxy.cuts >= 3 and len(proxy.served) > proxy.cuts
+    print(f"seed {seed}: {len(proxy.served)} connections, {proxy.cuts} cut, {proxy.resets} reset")
 
 
 @pytest.mark.parametrize("seed", [4, 5, 6])
 def test_sync_client_survives_random_cuts(demo_server: Server, seed: int) -> None:
     with start_blocking_portal() as portal:
-        manager = cutting_proxy(demo_server.port, seed, 3000)
+        manager = balancer([demo_server.port], rng=random.Random(seed), max_bytes=3000)
         with (
             portal.wrap_async_context_manager(manager) as proxy,
             Client(f"http://127.0.0.1:{proxy.port}", retry=QUICK) as client,
@@ -214,7 +151,7 @@ def test_sync_client_survives_random_cuts(demo_server: Server, seed: int) -> Non
             got = list(client.items(f"/items?n={N_CUT}"))
     assert got == [item(i) for i in range(N_CUT)]
     assert proxy.cuts >= 3 and proxy.resets >= 1
-    print(f"seed {seed}: {proxy.connections} connections, {proxy.cuts} cut, {proxy.resets} reset")
+    print(f"seed {seed}: {len(proxy.served)} connections, {proxy.cuts} cut, {proxy.resets} reset")
 
 
 # -- servers killed and restarted --------------------------------------------------------

@@ -9,23 +9,19 @@ sequence of ids, a subscriber resumes on any process from where it was, through 
 from __future__ import annotations
 
 import contextlib
-import math
 import random
-import socket
-import struct
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
 
 import anyio
 import httpx
 import httpx_sse
 import pytest
-from anyio.abc import SocketAttribute, SocketStream
 
 from asgistream.client import AsyncClient, RetryPolicy, ServerSentEvent
 from tests.cluster import cluster
+from tests.e2e.sockets import balancer
+from tests.helpers import until
 from tests.redis_server import RedisServer, redis_server
 
 pytestmark = pytest.mark.anyio
@@ -34,76 +30,6 @@ QUICK = RetryPolicy(initial=0.02, cap=0.1, max_attempts=100)
 """Reconnect at once (the demo's ``retry: 1000`` hint is capped), and keep at it."""
 
 JSON = {"Accept": "application/json"}
-
-
-@dataclass
-class Balancer:
-    """A load balancer on 127.0.0.1: each connection goes to the next of ``ports`` that
-    accepts it (round robin), and with ``max_bytes``, is cut after a random number of response
-    bytes, with a FIN or a RST."""
-
-    ports: Sequence[int]
-    rng: random.Random = field(default_factory=lambda: random.Random(1))
-    max_bytes: int | None = None
-    port: int = 0
-    served: list[int] = field(default_factory=list)
-    """The port of each connection, in order."""
-    cuts: int = 0
-    _next: int = 0
-
-    async def handle(self, client: SocketStream) -> None:
-        async with client:
-            upstream = None
-            for _ in self.ports:
-                target = self.ports[self._next % len(self.ports)]
-                self._next += 1
-                try:
-                    upstream = await anyio.connect_tcp("127.0.0.1", target)
-                    break
-                except OSError:
-                    continue
-            if upstream is None:
-                return
-            self.served.append(target)
-            budget = self.rng.randint(0, self.max_bytes) if self.max_bytes else math.inf
-            async with upstream, anyio.create_task_group() as group:
-                group.start_soon(self.forward, client, upstream)
-                with contextlib.suppress(
-                    anyio.BrokenResourceError, anyio.ClosedResourceError, OSError
-                ):
-                    async for data in upstream:
-                        if len(data) >= budget:
-                            await client.send(data[: int(budget)]) if budget else None
-                            self.cut(client)
-                            break
-                        budget -= len(data)
-                        await client.send(data)
-                group.cancel_scope.cancel()
-
-    def cut(self, client: SocketStream) -> None:
-        self.cuts += 1
-        if self.rng.random() < 0.5:
-            sock = client.extra(SocketAttribute.raw_socket)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-
-    @staticmethod
-    async def forward(source: SocketStream, sink: SocketStream) -> None:
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            async for data in source:
-                await sink.send(data)
-
-
-@contextlib.asynccontextmanager
-async def balancer(ports: Sequence[int], **options: Any) -> AsyncIterator[Balancer]:
-    front = Balancer(ports, **options)
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    front.port = listener.extra(SocketAttribute.local_port)
-    async with listener, anyio.create_task_group() as group:
-        group.start_soon(listener.serve, front.handle)
-        try:
-            yield front
-        finally:
-            group.cancel_scope.cancel()
 
 
 async def publish(
@@ -151,12 +77,6 @@ async def follow(
                 if len(got) == total:
                     break
     return got
-
-
-async def until(predicate: Any, limit: float = 10.0) -> None:
-    with anyio.fail_after(limit):
-        while not predicate():  # noqa: ASYNC110 (polling another process's progress)
-            await anyio.sleep(0.005)
 
 
 def check_exactly_once(events: Sequence[ServerSentEvent], total: int) -> str:
@@ -227,7 +147,7 @@ async def test_a_process_killed_mid_stream_loses_nothing(redis_server: RedisServ
         ):
             group.start_soon(follow, f"http://127.0.0.1:{front.port}", "kill", total, "0", got)
             await publish([b.url], "kill", 60, pause=0.01)
-            await until(lambda: len(got) == 60)
+            await until(lambda: len(got) == 60, limit=10)
             deployment.kill(0)  # SIGKILL mid-stream: no shutdown, the stream is cut
             killed = time.monotonic()
             async with httpx.AsyncClient(base_url=b.url, timeout=10) as http:
@@ -235,7 +155,7 @@ async def test_a_process_killed_mid_stream_loses_nothing(redis_server: RedisServ
                     body = {"data": {"n": n}, "event": f"k{n % 3}"}
                     assert (await http.post("/events/kill", json=body)).status_code == 200
                     if n == 60:
-                        await until(lambda: len(got) == 61)
+                        await until(lambda: len(got) == 61, limit=10)
                         resumed = time.monotonic() - killed
                     await anyio.sleep(0.002)
         assert front.served == [a.port, b.port]
@@ -300,7 +220,7 @@ async def test_redis_stopped_503_then_recovery_without_a_restart() -> None:
         async with httpx.AsyncClient(timeout=10) as http, anyio.create_task_group() as group:
             # A client that follows the topic on b through the outage, resuming by itself.
             group.start_soon(follow, b, "outage", 7, "0", got)
-            await until(lambda: len(got) == 3)
+            await until(lambda: len(got) == 3, limit=10)
             # A plain stream on b ends with an error event when Redis goes away.
             headers = {"Accept": "text/event-stream", "Last-Event-ID": "0"}
             async with http.stream("GET", f"{b}/events/outage", headers=headers) as stream:

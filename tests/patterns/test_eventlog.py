@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -20,19 +19,10 @@ from asgistream.patterns.eventlog import (
     parse_position,
     resume,
 )
+from tests.helpers import take
 from tests.stores import Stores
 
 pytestmark = pytest.mark.anyio
-
-
-async def take(events: AsyncIterator[Event], n: int) -> list[Event]:
-    got = []
-    with anyio.fail_after(5):
-        async for event in events:
-            got.append(event)
-            if len(got) == n:
-                break
-    return got
 
 
 def number(event: Event) -> int:
