@@ -16,7 +16,6 @@ not wait. Other tasks only ever *write* to the reader's connection (``SUBSCRIBE`
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -55,15 +54,9 @@ class Listener(Protocol):
         ...
 
 
-_readers: weakref.WeakKeyDictionary[RedisBackend, PubSubReader] = weakref.WeakKeyDictionary()
-
-
 def reader_of(backend: RedisBackend) -> PubSubReader:
     """The pub/sub reader of ``backend``: one per backend, made on first use."""
-    reader = _readers.get(backend)
-    if reader is None:
-        reader = _readers[backend] = PubSubReader(backend)
-    return reader
+    return backend.shared(PubSubReader)
 
 
 class PubSubReader:

@@ -69,6 +69,7 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 """What redis-py raises when Redis cannot be reached or cannot serve right now."""
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 class RedisUnavailable(HTTPError):
@@ -152,6 +153,7 @@ class RedisBackend:
             "health_check_interval": 0,
         }
         self._client: Redis | None = None
+        self._shared: dict[Callable[[RedisBackend], Any], Any] = {}
         self._tasks: TaskGroup | None = None
         self._stack: contextlib.AsyncExitStack | None = None
 
@@ -206,6 +208,15 @@ class RedisBackend:
         if self._tasks is None:
             raise RuntimeError("the RedisBackend is not open: enter it in the app's lifespan")
         self._tasks.start_soon(function, name=name)
+
+    def shared(self, make: Callable[[RedisBackend], S]) -> S:
+        """The one object that ``make(backend)`` makes for this backend (a reader and what
+        the stores on this backend share), made on first use and kept as long as the backend."""
+        made = self._shared.get(make)
+        if made is None:
+            made = self._shared[make] = make(self)
+        result: S = made
+        return result
 
     # -- naming --------------------------------------------------------------------------
 

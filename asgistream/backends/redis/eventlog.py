@@ -53,7 +53,6 @@ import itertools
 import logging
 import secrets
 import time
-import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -181,7 +180,7 @@ class RedisEventLog:
         self.ttl = ttl
         self.max_followed = max_followed
         self._ttl_ms = str(int(ttl * 1000)) if ttl is not None else "0"
-        self._shared = _Shared.of(backend)
+        self._shared = backend.shared(_Shared)
 
     def _keys(self, topic: str) -> tuple[str, str]:
         check_name("topic", topic)
@@ -303,13 +302,6 @@ class _Shared:
         self.flights: dict[tuple[str, int, int], _Flight] = {}
         self._scripts: dict[str, Any] = {}
 
-    @classmethod
-    def of(cls, backend: RedisBackend) -> _Shared:
-        shared = _SHARED.get(backend)
-        if shared is None:
-            shared = _SHARED[backend] = cls(backend)
-        return shared
-
     def append(self, *, keys: Sequence[str], args: Sequence[str | bytes], client: Redis) -> Any:
         return self._script(_APPEND, client)(keys=keys, args=args, client=client)
 
@@ -321,9 +313,6 @@ class _Shared:
         if script is None:
             script = self._scripts[source] = client.register_script(source)
         return script
-
-
-_SHARED: weakref.WeakKeyDictionary[RedisBackend, _Shared] = weakref.WeakKeyDictionary()
 
 
 class _Seen:
