@@ -71,6 +71,7 @@ __all__ = [
     "DEFAULT_TTL",
     "MAX_BACKOFF",
     "POLL_INTERVAL",
+    "RECHECK_ROUNDS",
     "RedisEventLog",
 ]
 
@@ -87,6 +88,10 @@ DEFAULT_MAX_FOLLOWED = 1000
 
 POLL_INTERVAL = 0.5
 """Seconds a waiter on a topic beyond ``max_followed`` sleeps before it reads again."""
+
+RECHECK_ROUNDS = 4
+"""A waiter reads again after this many of the reader's blocking reads at most, woken or
+not: a wake-up lost for any reason costs a few seconds, never a stream that stalls."""
 
 MAX_BACKOFF = 1.0
 """Longest pause, in seconds, between the reader's attempts while Redis is unreachable."""
@@ -408,7 +413,8 @@ class _Reader:
             in_flight = self._in_flight
             if in_flight is not None and in_flight.get(log, after + 1) > after:
                 await self._wake()
-            await current.event.wait()
+            with anyio.move_on_after(RECHECK_ROUNDS * self.backend.block_ms / 1000):
+                await current.event.wait()
         finally:
             if not current.event.is_set():
                 current.afters[after] -= 1
