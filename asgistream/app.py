@@ -6,15 +6,18 @@ itself, for ``request.app``; its :class:`~asgistream.shutdown.Shutdown`) and han
 A dual-mode endpoint negotiates the mode (:mod:`asgistream.negotiation`) and runs its producer
 through :mod:`asgistream.streaming` (SSE) or :mod:`asgistream.batch` (JSON), which ``send``.
 Besides requests, the app runs the lifespan: hooks, ``state``, its task group, and ending the
-open streams when the server shuts down.
+open streams when the server shuts down. A server that runs no lifespan (daphne) gets the
+start-up anyway, run once before the first request is served; its shut-down never comes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
+import importlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -24,9 +27,9 @@ from anyio.abc import TaskGroup
 
 from . import shutdown as _shutdown
 from ._headers import ResponseHeaders
-from ._types import ASGIApp, Receive, Scope, Send
+from ._types import ASGIApp, Message, Receive, Scope, Send
 from .endpoint import DualEndpoint, Endpoint, Handler, ProducerFunction
-from .errors import as_http_error, send_error
+from .errors import HTTPError, as_http_error, send_error
 from .negotiation import Mode
 from .options import BatchOptions, StreamOptions
 from .request import APP_SCOPE_KEY, DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE
@@ -58,8 +61,15 @@ class App:
     ``@app.dual(path)`` serves an async generator as a dual-mode endpoint;
     ``@app.route(path)`` serves a handler that answers once; ``app.mount(prefix, asgi_app)``
     embeds any ASGI app. ``on_startup``/``on_shutdown`` hooks and ``lifespan`` run with the
-    server's lifespan; ``state`` is shared with every request (``request.state``); ``tasks``
-    is a task group that lives as long as the app, for work that outlives one request.
+    server's lifespan; ``state`` is the app's own dict, shared with every request
+    (``request.state``); ``tasks`` is a task group that lives as long as the app, for work
+    that outlives one request.
+
+    When no lifespan reaches the app (daphne runs none; an app mounted in another gets none),
+    the start-up (``lifespan``, the start-up hooks, ``tasks``) runs once before the first
+    request is served, which every request arriving meanwhile waits for, with a warning on
+    the ``asgistream`` logger if the app declared any; the shut-down hooks never run there.
+    If the start-up fails, it is logged once and every request gets a JSON 500.
 
     With ``shutdown_signals`` (the default), SIGINT/SIGTERM first end every open stream with
     a final ``event: error`` of type ``shutdown``, so the server can exit promptly.
@@ -83,6 +93,11 @@ class App:
         self._startup: list[Hook] = []
         self._shutdown_hooks: list[Hook] = []
         self._tasks: TaskGroup | None = None
+        # The start-up, once: the server's lifespan runs it, or the first request when no
+        # lifespan comes. None until it begins, set when it has ended; _ready if it succeeded.
+        self._started: anyio.Event | None = None
+        self._ready = False
+        self._own_lifespan: object = None  # the task running it when the server does not
 
     # -- declaring -----------------------------------------------------------------------
 
@@ -160,6 +175,17 @@ class App:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
+        if kind == "lifespan":
+            await self._run_lifespan(scope, receive, send)
+            return
+        if not self._ready and not await self._start_without_lifespan():
+            if kind == "http":
+                await send_error(send, _STARTUP_FAILED)
+            return
+        # Requests see the app's state, over whatever the server's lifespan state holds; a
+        # copy, as servers hand each request one, so a request's writes stay its own.
+        server_state = scope.get("state")
+        scope["state"] = {**server_state, **self.state} if server_state else self.state.copy()
         if kind == "http":
             scope[APP_SCOPE_KEY] = self
             scope[_shutdown.SCOPE_KEY] = self.shutdown
@@ -168,18 +194,41 @@ class App:
             except Exception as exc:
                 # Endpoints answer their own errors; this is a last resort for mounted apps.
                 await send_error(send, as_http_error(exc, "unhandled error"))
-        elif kind == "lifespan":
-            await self._run_lifespan(scope, receive, send)
         else:
             await self.router(scope, receive, send)
+
+    async def _start_without_lifespan(self) -> bool:
+        """Wait for the start-up, beginning it first if no lifespan has; True if it succeeded.
+
+        The start-up runs in a task of its own (a lifespan that no server will ever ask to
+        shut down), so that ``app.tasks`` outlives the request that began it.
+        """
+        if self._started is None:
+            if self._lifespan is not None or self._startup or self._shutdown_hooks:
+                logger.warning(
+                    "no lifespan reached the app (the server runs none, or the app is mounted "
+                    "in another): it starts before its first request, and its shut-down hooks "
+                    "will not run"
+                )
+            self._started = anyio.Event()
+            self._own_lifespan = _spawn(self._lifespan_of_its_own)
+        await self._started.wait()
+        return self._ready
+
+    async def _lifespan_of_its_own(self) -> None:
+        """The lifespan as a server would run it, but with no ``lifespan.shutdown`` to come."""
+        to_app, from_server = anyio.create_memory_object_stream[Message](1)
+        with to_app, from_server, contextlib.suppress(Exception):  # logged; requests get 500s
+            to_app.send_nowait({"type": "lifespan.startup"})
+            await self._run_lifespan({"type": "lifespan"}, from_server.receive, _discard)
 
     async def _run_lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()
         if message["type"] != "lifespan.startup":
             return
-        state = scope.get("state")
-        if isinstance(state, dict):
-            self.state = state
+        if self._started is None:
+            self._started = anyio.Event()
+        started = self._started
         phase = "startup"
         restore_signals = _nothing
         try:
@@ -191,6 +240,8 @@ class App:
                 async with self._hooks():
                     if self.shutdown_signals:
                         restore_signals = self.shutdown.install_signal_handlers()
+                    self._ready = True
+                    started.set()
                     await send({"type": "lifespan.startup.complete"})
                     phase = "shutdown"
                     await receive()
@@ -208,6 +259,7 @@ class App:
             # Servers that read the message (uvicorn) stop there; others need the exception.
             raise exc from None
         finally:
+            started.set()  # a start-up that failed or was cancelled: requests answer 500s
             self._tasks = None
             restore_signals()
         await send({"type": "lifespan.shutdown.complete"})
@@ -237,6 +289,19 @@ async def _own_tasks(
         done.set()
 
 
+_STARTUP_FAILED = HTTPError(500, "The app failed to start", type="startup_failed")
+
+
+def _spawn(function: Callable[[], Coroutine[Any, Any, None]]) -> object:
+    """Run ``function`` in a task that belongs to no request; return what keeps it alive."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # trio, the other backend anyio runs on
+        importlib.import_module("trio").lowlevel.spawn_system_task(function)
+        return None
+    return loop.create_task(function())
+
+
 def _single(error: Exception) -> Exception:
     """The one exception inside task-group wrappers, or ``error`` itself."""
     while isinstance(error, ExceptionGroup) and len(error.exceptions) == 1:
@@ -245,4 +310,8 @@ def _single(error: Exception) -> Exception:
 
 
 def _nothing() -> None:
+    return None
+
+
+async def _discard(message: Message) -> None:
     return None

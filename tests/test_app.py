@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
@@ -21,6 +23,7 @@ from asgistream import (
 )
 from asgistream.endpoint import Endpoint
 from asgistream.routing import compile_path
+from tests.helpers import FakeClient, until
 
 pytestmark = pytest.mark.anyio
 
@@ -257,3 +260,128 @@ def test_options_are_typed_and_checked_when_declared() -> None:
     assert endpoint.stream.heartbeat is None  # 0 means off, stored as None
     assert endpoint.max_body_size == app.max_body_size
     assert app.dual("/z", body_timeout=None)(items).body_timeout is None
+
+
+# -- lifespans the server mangles or never runs -------------------------------------------
+
+
+def _scope(path: str, state: dict[str, Any] | None = None) -> dict[str, Any]:
+    scope: dict[str, Any] = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+    }
+    if state is not None:
+        scope["state"] = state
+    return scope
+
+
+def _stateful_app() -> tuple[App, list[str]]:
+    """An app whose start-up opens a resource in ``app.state`` that requests and the
+    shut-down hook use, and a task in ``app.tasks``."""
+    app = App()
+    events: list[str] = []
+
+    @app.on_startup
+    async def open_resource(app: App) -> None:
+        await anyio.sleep(0.05)  # long enough for requests to arrive meanwhile
+        events.append("startup")
+        app.state["resource"] = "open"
+        app.tasks.start_soon(anyio.sleep_forever)
+
+    @app.on_shutdown
+    async def close_resource(app: App) -> None:
+        events.append(f"shutdown with {app.state['resource']}")
+
+    @app.route("/resource")
+    async def resource(request: Request) -> dict[str, Any]:
+        request.state["written by a request"] = True  # its own copy
+        return {"resource": request.state["resource"], "tasks": request.app.tasks is not None}
+
+    return app, events
+
+
+async def test_app_state_is_its_own_when_the_server_clears_its_state() -> None:
+    # granian clears the lifespan state dict before it sends lifespan.shutdown.
+    app, events = _stateful_app()
+    server_state: dict[str, Any] = {}
+    to_app: list[dict[str, Any]] = [{"type": "lifespan.startup"}]
+    from_app: list[str] = []
+    stop = anyio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if to_app:
+            return to_app.pop(0)
+        await stop.wait()
+        return {"type": "lifespan.shutdown"}
+
+    async def send(message: Any) -> None:
+        from_app.append(message["type"])
+
+    lifespan_scope = {"type": "lifespan", "state": server_state}
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(app, lifespan_scope, receive, send)
+        await until(lambda: from_app)
+        assert app.state is not server_state and app.state["resource"] == "open"
+        client = FakeClient()
+        await app(_scope("/resource", dict(server_state)), client.receive, client.send)
+        assert json.loads(client.body) == {"resource": "open", "tasks": True}
+        assert "written by a request" not in app.state
+        server_state.clear()
+        stop.set()
+    assert from_app == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert events == ["startup", "shutdown with open"]
+
+
+async def test_without_a_lifespan_the_first_requests_wait_for_one_start_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # daphne runs no lifespan: requests come first, with no state in their scope.
+    app, events = _stateful_app()
+    clients = [FakeClient() for _ in range(5)]
+    async with anyio.create_task_group() as tg:
+        for client in clients:
+            tg.start_soon(app, _scope("/resource"), client.receive, client.send)
+    for client in clients:
+        assert json.loads(client.body) == {"resource": "open", "tasks": True}
+    assert events == ["startup"]  # once, and no shut-down: nothing will ask for it
+    assert "written by a request" not in app.state
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].name == "asgistream"
+    assert "shut-down hooks will not run" in warnings[0].getMessage()
+    later = FakeClient()
+    await app(_scope("/resource"), later.receive, later.send)
+    assert later.status == 200 and events == ["startup"]
+
+
+async def test_without_a_lifespan_a_failed_start_up_answers_500s_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = App()
+
+    @app.on_startup
+    async def broken(app: App) -> None:
+        await anyio.sleep(0.01)
+        raise ConnectionError("secret: database unreachable")
+
+    @app.route("/")
+    async def root(request: Request) -> dict[str, Any]:
+        raise AssertionError("never served")
+
+    clients = [FakeClient() for _ in range(3)]
+    async with anyio.create_task_group() as tg:
+        for client in clients:
+            tg.start_soon(app, _scope("/"), client.receive, client.send)
+    later = FakeClient()
+    await app(_scope("/"), later.receive, later.send)
+    for client in [*clients, later]:
+        assert client.status == 500
+        assert json.loads(client.body) == {
+            "error": {"type": "startup_failed", "message": "The app failed to start"}
+        }
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].exc_info is not None
+    assert "secret" in str(errors[0].exc_info[1])
