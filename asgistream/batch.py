@@ -14,11 +14,12 @@ import asyncio
 from collections.abc import AsyncIterable, Callable
 from typing import Any, Protocol
 
+import anyio.lowlevel
 import orjson
 
 from ._headers import ResponseHeaders, encode_headers
 from ._types import Receive, Scope, Send
-from .disconnect import Watch
+from .disconnect import now, watch
 from .errors import HTTPError, as_http_error, send_error
 from .options import DEFAULT_MAX_BYTES, DEFAULT_MAX_ITEMS, BatchOptions
 from .producer import aclose
@@ -185,7 +186,7 @@ async def collect(
             count, size = _take(reducer, block, count, size, max_items, max_bytes)
             block = []
             # A producer that never waits still lets the disconnect watcher run.
-            await asyncio.sleep(0)
+            await _checkpoint()
         if block:
             _take(reducer, block, count, size, max_items, max_bytes)
     finally:
@@ -194,6 +195,15 @@ async def collect(
     if max_bytes is not None and len(body) > max_bytes:
         raise _too_large(f"more than {max_bytes} bytes")
     return body
+
+
+async def _checkpoint() -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        await anyio.lowlevel.checkpoint()
+    else:
+        await asyncio.sleep(0)
 
 
 def _take(
@@ -250,10 +260,10 @@ class BatchResponse:
         options = self.options
         body = b""
         error: HTTPError | None = None
-        watch = Watch(receive)
-        async with watch:
+        watcher = watch(receive)
+        async with watcher:
             if options.timeout is not None:
-                watch.deadline(asyncio.get_running_loop().time() + options.timeout)
+                watcher.deadline(now() + options.timeout)
             try:
                 reducer = (options.reduce or _default_reducer)()
                 body = await collect(
@@ -264,9 +274,9 @@ class BatchResponse:
                 )
             except Exception as exc:
                 error = as_http_error(exc, "producer failed")
-        if watch.disconnected:
+        if watcher.disconnected:
             return
-        if watch.reason == "timeout":
+        if watcher.reason == "timeout":
             error = HTTPError(
                 504, f"The batch was not complete within {options.timeout} s", type="timeout"
             )

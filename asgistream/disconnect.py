@@ -11,24 +11,78 @@ one go never needs one, and costs one cancelled callback), and always cancelled 
 its owner when the body ends: the same structure a task group gives, at the cost of a task.
 The cancellation is counted the way :func:`asyncio.timeout` counts it, so a cancellation from
 outside always goes through.
+
+On any other event loop anyio runs (trio: ``hypercorn -k trio``), :func:`watch` gives a
+:class:`TaskGroupWatch` instead: the same semantics built on an anyio task group for the
+watcher and a cancel scope around the body, where a task group per response is cheap. The
+clock, events, checkpoints and timeouts the responses use come from the same choice
+(:func:`now`, :func:`new_event`, :func:`timeout`, ``Watch.sleep``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.abc
 
 from ._types import Receive
 
-__all__ = ["Watch"]
+__all__ = ["TaskGroupWatch", "Watch", "new_event", "now", "timeout", "watch"]
 
 logger = logging.getLogger("asgistream")
 
 Tick = Callable[[], Awaitable[float]]
 """Awaited by the watcher when the delay it last returned has passed; returns the next one."""
+
+
+def watch(receive: Receive, tick: Tick | None = None) -> Watch:
+    """The watcher for the running event loop: :class:`Watch` on asyncio, else (trio)
+    :class:`TaskGroupWatch`."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return TaskGroupWatch(receive, tick)
+    return Watch(receive, tick)
+
+
+def now() -> float:
+    """The running loop's clock, the one :meth:`Watch.deadline` takes."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return anyio.current_time()
+
+
+def new_event() -> asyncio.Event | anyio.Event:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return anyio.Event()
+    return asyncio.Event()
+
+
+def timeout(delay: float | None) -> AbstractAsyncContextManager[Any]:
+    """``asyncio.timeout(delay)``, or anyio's equivalent off asyncio; both raise
+    ``TimeoutError``."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return _fail_after(delay)
+    return asyncio.timeout(delay)
+
+
+@contextlib.asynccontextmanager
+async def _fail_after(delay: float | None) -> AsyncIterator[None]:
+    with anyio.fail_after(delay):
+        yield
 
 
 class Watch:
@@ -39,7 +93,10 @@ class Watch:
     ``when``. After the block, ``reason`` says why it was stopped (``"disconnect"``,
     ``"timeout"``, ``"shutdown"``, ...) or is ``None``; the block's own cancellation is not
     raised. ``tick``, if given, runs in the watcher between messages (stream heartbeats).
+    ``sleep(0)`` is the loop's checkpoint, where a ``stop`` reaches the body.
     """
+
+    sleep: Callable[[float], Awaitable[None]] = staticmethod(asyncio.sleep)
 
     __slots__ = (
         "_baseline",
@@ -152,6 +209,78 @@ class Watch:
                     async with asyncio.timeout(delay):
                         message = await receive()
                 except TimeoutError:
+                    assert tick is not None
+                    delay = await tick()
+                    continue
+            if message["type"] == "http.disconnect":
+                self.stop("disconnect")
+                return
+
+
+class TaskGroupWatch(Watch):
+    """:class:`Watch` off asyncio (trio): the watcher runs in an anyio task group, and the
+    body in a cancel scope that :meth:`stop` and :meth:`deadline` cancel."""
+
+    __slots__ = ("_body", "_tasks")
+
+    sleep = staticmethod(anyio.sleep)
+
+    def __init__(self, receive: Receive, tick: Tick | None = None) -> None:
+        super().__init__(receive, tick)
+        self._body = anyio.CancelScope()
+        self._tasks: anyio.abc.TaskGroup | None = None
+
+    async def __aenter__(self) -> Watch:
+        self._tasks = tasks = anyio.create_task_group()
+        await tasks.__aenter__()
+        tasks.start_soon(self._watch_anyio)
+        self._body.__enter__()
+        if self.reason is not None:  # stopped before it began
+            self._body.cancel()
+        return self
+
+    def stop(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+            self._body.cancel()
+
+    def deadline(self, when: float | None) -> None:
+        self._body.deadline = math.inf if when is None else when
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        tasks = self._tasks
+        assert tasks is not None
+        body = self._body
+        swallowed = body.__exit__(exc_type, exc, traceback)
+        if self.reason is None and body.cancel_called:
+            self.reason = "timeout"  # the deadline passed
+        tasks.cancel_scope.cancel()
+        # The body's exception, if any, goes on from here: the group only waits for the watcher.
+        await tasks.__aexit__(None, None, None)
+        return bool(swallowed)
+
+    async def _watch_anyio(self) -> None:
+        try:
+            await self._watch_messages()
+        except Exception:
+            logger.exception("disconnect watcher failed")
+
+    async def _watch_messages(self) -> None:
+        tick = self._tick
+        receive = self._receive
+        delay = math.inf if tick is None else await tick()
+        while True:
+            if delay == math.inf:
+                message = await receive()
+            else:
+                with anyio.move_on_after(delay) as waited:
+                    message = await receive()
+                if waited.cancelled_caught:
                     assert tick is not None
                     delay = await tick()
                     continue

@@ -7,7 +7,6 @@ lifespan state.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -15,6 +14,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from ._types import Receive, Scope
+from .disconnect import timeout
 from .errors import HTTPError
 
 if TYPE_CHECKING:
@@ -207,7 +207,7 @@ class Request:
         chunks: list[bytes] = []
         size = 0
         try:
-            async with asyncio.timeout(self.body_timeout):
+            async with timeout(self.body_timeout):
                 while True:
                     message = await self.receive()
                     if message["type"] == "http.disconnect":

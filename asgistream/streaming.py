@@ -30,10 +30,13 @@ import math
 from collections.abc import AsyncIterable
 from typing import Any
 
+import anyio
+
 from . import shutdown as _shutdown
 from ._headers import ResponseHeaders, encode_headers
 from ._types import Receive, Scope, Send
-from .disconnect import Watch
+from .disconnect import new_event, timeout, watch
+from .disconnect import now as _now
 from .errors import HTTPError, as_http_error, error_body, send_error
 from .options import StreamOptions
 from .producer import aclose, finish_step, start_step
@@ -129,11 +132,11 @@ class _Stream:
         # What the client will be told, and whether the producer raised it itself.
         self.error: HTTPError | None = None
         self.raised = False
-        self.gate: asyncio.Event | None = None
+        self.gate: asyncio.Event | anyio.Event | None = None
         self.sending_since: float | None = None
         self.last_write = 0.0
         needs_tick = options.heartbeat is not None or options.send_timeout is not None
-        self.watch = Watch(receive, self.tick if needs_tick else None)
+        self.watch = watch(receive, self.tick if needs_tick else None)
 
     # -- the producer's side -------------------------------------------------------------
 
@@ -175,6 +178,7 @@ class _Stream:
         anext = self.iterator.__anext__
         buffer = self.buffer
         ids = self.options.ids
+        sleep = self.watch.sleep
         while True:
             step = anext().__await__()
             try:
@@ -212,7 +216,7 @@ class _Stream:
                 continue
             # A producer that never waits would otherwise starve the watcher (a disconnect
             # would go unnoticed), because uvicorn's send() does not yield while it drains.
-            await asyncio.sleep(0)
+            await sleep(0)
 
     async def wait_for_item(self, step: Any, pending: Any) -> Any:
         """The producer waits: send what is ready, then wait for its next item."""
@@ -257,7 +261,7 @@ class _Stream:
         idle = now - self.last_write
         if idle < heartbeat:
             return heartbeat - idle
-        self.gate = gate = asyncio.Event()
+        self.gate = gate = new_event()
         try:
             await self.write(HEARTBEAT)
         except OSError:
@@ -290,7 +294,7 @@ class _Stream:
         except OSError:
             # ASGI 2.4 servers report a disconnected client this way.
             self.watch.stop("disconnect")
-            await asyncio.sleep(0)  # where the cancellation it asked for arrives
+            await self.watch.sleep(0)  # where the cancellation it asked for arrives
             raise
         self.last_write = _now()
 
@@ -315,9 +319,7 @@ class _Stream:
         elif self.options.done:
             tail.append(DONE)
         try:
-            async with asyncio.timeout(
-                SHUTDOWN_SEND_TIMEOUT if self.watch.reason == "shutdown" else None
-            ):
+            async with timeout(SHUTDOWN_SEND_TIMEOUT if self.watch.reason == "shutdown" else None):
                 if not self.started:
                     await self.start()
                 await self.send(
@@ -329,10 +331,6 @@ class _Stream:
     def shutdown(self) -> None:
         """End the producer and tell the client the server is shutting down."""
         self.watch.stop("shutdown")
-
-
-def _now() -> float:
-    return asyncio.get_running_loop().time()
 
 
 def _stopped(reason: str) -> HTTPError:

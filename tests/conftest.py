@@ -17,6 +17,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(params=["asyncio", "trio"])
+def each_event_loop(request: pytest.FixtureRequest) -> str:
+    """For the core's backend-agnostic tests: a module runs them on both loops with
+    ``anyio_backend = each_event_loop`` (``hypercorn -k trio`` serves apps under trio). The
+    pattern stores (Redis's asyncio client among them) stay on asyncio."""
+    return str(request.param)
+
+
 @pytest.fixture(params=BACKENDS)
 async def stores(request: pytest.FixtureRequest, anyio_backend: str) -> AsyncIterator[Stores]:
     """The stores of each backend in turn (``tests/stores.py``), for the shared pattern tests;

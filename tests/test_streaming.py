@@ -15,6 +15,11 @@ from tests.helpers import FakeClient
 pytestmark = pytest.mark.anyio
 
 
+@pytest.fixture
+def anyio_backend(each_event_loop: str) -> str:
+    return each_event_loop
+
+
 async def run(response: EventStreamResponse, client: FakeClient) -> None:
     await response({"type": "http"}, client.receive, client.send)
 

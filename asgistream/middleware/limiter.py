@@ -29,7 +29,7 @@ import anyio
 
 from .. import shutdown as _shutdown
 from .._types import ASGIApp, Message, Receive, Scope, Send
-from ..disconnect import Watch
+from ..disconnect import watch
 from ..errors import HTTPError, send_error
 from ..negotiation import Mode, NegotiationError, get_mode, negotiate
 
@@ -297,7 +297,7 @@ class LimiterMiddleware:
         acquired = False
         outcome: LimiterFull | HTTPError | None = None
         started = time.perf_counter()
-        async with Watch(body.receive) as watch:
+        async with watch(body.receive) as watcher:
             try:
                 await limiter.acquire(weight)
                 acquired = True
@@ -309,7 +309,7 @@ class LimiterMiddleware:
             sink.limiter_waited(limiter.name, endpoint, mode, time.perf_counter() - started)
             if outcome is not None:
                 sink.limiter_rejected(limiter.name, endpoint, mode, _reason(outcome))
-        if watch.disconnected:
+        if watcher.disconnected:
             if acquired:
                 await limiter.release(weight)
             return None

@@ -19,7 +19,7 @@ from tests.servers import Running, serve_on
 
 SSE = {"Accept": "text/event-stream"}
 JSON = {"Accept": "application/json"}
-MATRIX = ("daphne", "granian", "hypercorn", "hypercorn-w0", "uvicorn")
+MATRIX = ("daphne", "granian", "hypercorn", "hypercorn-trio", "hypercorn-w0", "uvicorn")
 """The servers of ``tests/servers.py`` checked here, as the README's table lists them."""
 NO_LIFESPAN = {"daphne"}
 """Servers that run no lifespan: the app starts before its first request, and says so."""
