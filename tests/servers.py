@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.server import ROOT, _wait_listening, free_port
+from tests.server import ROOT, Server, _wait_listening, free_port
 
 Command = Callable[[str, int], list[str]]
 
@@ -58,21 +58,11 @@ SERVERS: dict[str, Command] = {
 
 
 @dataclass
-class Running:
-    """One server child process serving one app on 127.0.0.1."""
+class Running(Server):
+    """One server child process serving one app on 127.0.0.1, its output kept in a file."""
 
-    name: str
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+    name: str = ""
+    log_path: Path = Path()
 
     def log(self) -> str:
         """Everything the server wrote to stdout and stderr so far."""
@@ -111,7 +101,7 @@ def serve_on(name: str, app: str, *, timeout: float = 20.0) -> Iterator[Running]
             stderr=subprocess.STDOUT,
             start_new_session=True,  # one group with its workers, to kill them all if need be
         )
-    server = Running(name, process, port, Path(log.name))
+    server = Running(process, port, name=name, log_path=Path(log.name))
     try:
         _wait_listening(port, process, timeout)
         yield server
