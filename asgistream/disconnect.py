@@ -206,7 +206,7 @@ class Watch:
                 try:
                     # Cancelling a pending receive() loses nothing: a disconnect is reported
                     # again on the next call.
-                    async with asyncio.timeout(delay):
+                    async with timeout(delay):
                         message = await receive()
                 except TimeoutError:
                     assert tick is not None
@@ -266,24 +266,6 @@ class TaskGroupWatch(Watch):
 
     async def _watch_anyio(self) -> None:
         try:
-            await self._watch_messages()
+            await self._watch()
         except Exception:
             logger.exception("disconnect watcher failed")
-
-    async def _watch_messages(self) -> None:
-        tick = self._tick
-        receive = self._receive
-        delay = math.inf if tick is None else await tick()
-        while True:
-            if delay == math.inf:
-                message = await receive()
-            else:
-                with anyio.move_on_after(delay) as waited:
-                    message = await receive()
-                if waited.cancelled_caught:
-                    assert tick is not None
-                    delay = await tick()
-                    continue
-            if message["type"] == "http.disconnect":
-                self.stop("disconnect")
-                return
