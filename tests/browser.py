@@ -36,13 +36,14 @@ DEFAULT_TIMEOUT = 15.0
 
 
 @contextlib.contextmanager
-def chromium(*, timeout: float = DEFAULT_TIMEOUT) -> Iterator[Browser]:
-    """Launch headless Chromium; close it when the block ends."""
+def chromium(*, timeout: float = DEFAULT_TIMEOUT, args: tuple[str, ...] = ()) -> Iterator[Browser]:
+    """Launch headless Chromium with ``CHROMIUM_ARGS`` and ``args``; close it when the block
+    ends."""
     if not os.access(CHROMIUM, os.X_OK):
         raise RuntimeError(f"{CHROMIUM} is not installed: run `make browser` (Debian's chromium)")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=list(CHROMIUM_ARGS), timeout=timeout * 1000
+            executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *args], timeout=timeout * 1000
         )
         try:
             yield browser
