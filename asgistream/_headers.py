@@ -24,6 +24,8 @@ def encode_headers(headers: ResponseHeaders | None) -> RawHeaders:
     """
     if headers is None:
         return []
+    if type(headers) is list:  # pairs already encoded, the common case
+        return headers.copy()
     if isinstance(headers, Mapping):
         return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
     return list(headers)

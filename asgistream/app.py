@@ -72,7 +72,8 @@ class App:
     If the start-up fails, it is logged once and every request gets a JSON 500.
 
     With ``shutdown_signals`` (the default), SIGINT/SIGTERM first end every open stream with
-    a final ``event: error`` of type ``shutdown``, so the server can exit promptly.
+    a final ``event: error`` of type ``shutdown``, then do what they did before, so the server
+    (or the worker signalled) exits promptly (:mod:`asgistream.shutdown`).
     """
 
     def __init__(
@@ -182,15 +183,14 @@ class App:
             if kind == "http":
                 await send_error(send, _STARTUP_FAILED)
             return
-        # Requests see the app's state, over whatever the server's lifespan state holds; a
-        # copy, as servers hand each request one, so a request's writes stay its own.
-        server_state = scope.get("state")
-        scope["state"] = {**server_state, **self.state} if server_state else self.state.copy()
+        # Requests see the app's state over the server's, copied when first read
+        # (request.scope_state): this mark is what it is made from.
+        scope[APP_SCOPE_KEY] = self
         if kind == "http":
-            scope[APP_SCOPE_KEY] = self
             scope[_shutdown.SCOPE_KEY] = self.shutdown
             try:
-                await self.router(scope, receive, send)
+                answer, scope = self.router.resolve(scope)
+                await answer(scope, receive, send)
             except Exception as exc:
                 # Endpoints answer their own errors; this is a last resort for mounted apps.
                 await send_error(send, as_http_error(exc, "unhandled error"))
@@ -230,7 +230,6 @@ class App:
             self._started = anyio.Event()
         started = self._started
         phase = "startup"
-        restore_signals = _nothing
         try:
             async with anyio.create_task_group() as owner:
                 # The app's tasks live in a group of their own, open before the hooks run (so
@@ -239,7 +238,7 @@ class App:
                 self._tasks = await owner.start(_own_tasks, tasks_done)
                 async with self._hooks():
                     if self.shutdown_signals:
-                        restore_signals = self.shutdown.install_signal_handlers()
+                        await owner.start(self.shutdown.handle_signals)
                     self._ready = True
                     started.set()
                     await send({"type": "lifespan.startup.complete"})
@@ -261,7 +260,6 @@ class App:
         finally:
             started.set()  # a start-up that failed or was cancelled: requests answer 500s
             self._tasks = None
-            restore_signals()
         await send({"type": "lifespan.shutdown.complete"})
 
     @contextlib.asynccontextmanager
@@ -307,10 +305,6 @@ def _single(error: Exception) -> Exception:
     while isinstance(error, ExceptionGroup) and len(error.exceptions) == 1:
         error = error.exceptions[0]
     return error
-
-
-def _nothing() -> None:
-    return None
 
 
 async def _discard(message: Message) -> None:

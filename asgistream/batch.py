@@ -11,7 +11,7 @@ through the same :class:`~asgistream.disconnect.Watch` a stream uses.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Generator
 from typing import Any, Protocol
 
 import anyio.lowlevel
@@ -22,7 +22,7 @@ from ._types import Receive, Scope, Send
 from .disconnect import now, watch
 from .errors import HTTPError, as_http_error, send_error
 from .options import DEFAULT_MAX_BYTES, DEFAULT_MAX_ITEMS, BatchOptions
-from .producer import aclose
+from .producer import aclose, finish_step, start_step
 from .sse import Event
 
 __all__ = [
@@ -58,22 +58,28 @@ ReducerFactory = Callable[[], Reducer]
 class _Items:
     """Items serialized a block at a time: one orjson call per block, exact byte counts."""
 
-    __slots__ = ("_blocks", "_key")
+    __slots__ = ("_blocks", "_head")
 
-    def __init__(self, key: str | None) -> None:
-        self._key = key
+    def __init__(self, head: bytes) -> None:
+        self._head = head  # what goes before the array: b'{"key":', or nothing
         self._blocks: list[bytes] = []
 
     def add(self, items: list[Any]) -> int:
-        block = orjson.dumps(items, default=_default, option=_PASSTHROUGH)[1:-1]
+        if items and type(items[0]) is Event:
+            # A producer of Events yields nothing else, as a rule: one pass unwraps them,
+            # where orjson's callback would be called once per item (ten times the cost).
+            items = [item.data if type(item) is Event else item for item in items]
+        block = orjson.dumps(items, default=_default, option=_PASSTHROUGH)
         self._blocks.append(block)
-        return len(block) + 1
+        return len(block) - 1  # its items and one separator, without the brackets
 
     def body(self) -> bytes:
-        array = b"[" + b",".join(self._blocks) + b"]"
-        if self._key is None:
-            return array
-        return b"{" + orjson.dumps(self._key) + b":" + array + b"}"
+        blocks = self._blocks
+        if len(blocks) == 1:
+            array = blocks[0]
+        else:
+            array = b"[" + b",".join([block[1:-1] for block in blocks]) + b"]"
+        return b"%b%b}" % (self._head, array) if self._head else array
 
 
 class _Last:
@@ -123,7 +129,8 @@ class _Text:
 
 def as_list(key: str | None = "items") -> ReducerFactory:
     """All items as a JSON list, as ``{key: [...]}`` (or a bare list if ``key`` is None)."""
-    return lambda: _Items(key)
+    head = b"" if key is None else b"{" + orjson.dumps(key) + b":"
+    return lambda: _Items(head)
 
 
 def last_item() -> ReducerFactory:
@@ -198,12 +205,18 @@ async def collect(
 
 
 async def _checkpoint() -> None:
+    if _on_asyncio():
+        await asyncio.sleep(0)
+    else:
+        await anyio.lowlevel.checkpoint()
+
+
+def _on_asyncio() -> bool:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        await anyio.lowlevel.checkpoint()
-    else:
-        await asyncio.sleep(0)
+        return False
+    return True
 
 
 def _take(
@@ -258,28 +271,49 @@ class BatchResponse:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         options = self.options
+        deadline = None if options.timeout is None else now() + options.timeout
         body = b""
         error: HTTPError | None = None
-        watcher = watch(receive)
-        async with watcher:
-            if options.timeout is not None:
-                watcher.deadline(now() + options.timeout)
+        collecting = collect(
+            self.producer,
+            (options.reduce or _default_reducer)(),
+            max_items=options.max_items,
+            max_bytes=options.max_bytes,
+        )
+        step: Generator[Any, Any, bytes] | None = None
+        pending: Any = None
+        waits = True
+        if _on_asyncio():
+            # Collection runs until the producer first waits; most never do, and their batch
+            # is complete before any watcher is needed. One that waits is watched from there
+            # on. (Not on trio: its cancel scopes nest, so the watcher's must be open before
+            # the producer opens any.)
+            step = collecting.__await__()
             try:
-                reducer = (options.reduce or _default_reducer)()
-                body = await collect(
-                    self.producer,
-                    reducer,
-                    max_items=options.max_items,
-                    max_bytes=options.max_bytes,
-                )
+                waits, pending = start_step(step)
             except Exception as exc:
-                error = as_http_error(exc, "producer failed")
-        if watcher.disconnected:
-            return
-        if watcher.reason == "timeout":
-            error = HTTPError(
-                504, f"The batch was not complete within {options.timeout} s", type="timeout"
-            )
+                waits, error = False, as_http_error(exc, "producer failed")
+            else:
+                if not waits:
+                    body = pending
+        if waits:
+            watcher = watch(receive)
+            async with watcher:
+                if deadline is not None:
+                    watcher.deadline(deadline)
+                try:
+                    if step is None:
+                        body = await collecting
+                    else:
+                        body = await finish_step(step, pending)
+                except Exception as exc:
+                    error = as_http_error(exc, "producer failed")
+            if watcher.disconnected:
+                return
+            if watcher.reason == "timeout":
+                error = HTTPError(
+                    504, f"The batch was not complete within {options.timeout} s", type="timeout"
+                )
         try:
             if error is not None:
                 await send_error(send, error, self.headers)
@@ -289,7 +323,7 @@ class BatchResponse:
                     "type": "http.response.start",
                     "status": self.status,
                     "headers": [
-                        (b"content-type", b"application/json"),
+                        _JSON,
                         (b"content-length", b"%d" % len(body)),
                         *self.headers,
                     ],
@@ -298,3 +332,6 @@ class BatchResponse:
             await send({"type": "http.response.body", "body": body})
         except OSError:
             return
+
+
+_JSON = (b"content-type", b"application/json")

@@ -6,17 +6,22 @@ the ``async with`` is cancelled wherever it waits, so the producer's ``finally``
 
 Why not an anyio task group: spawning one task through anyio (4.14 and later) costs about
 48 µs and 5 KB, more than a whole 100-item batch response. So the watcher is one plain asyncio
-task, started the first time the body lets the event loop run (a response that completes in
-one go never needs one, and costs one cancelled callback), and always cancelled and awaited by
-its owner when the body ends: the same structure a task group gives, at the cost of a task.
-The cancellation is counted the way :func:`asyncio.timeout` counts it, so a cancellation from
-outside always goes through.
+task that does nothing but await ``receive()``, started the first time the body lets the event
+loop run (a response that completes in one go never needs one, and costs one cancelled
+callback), and always cancelled and awaited by its owner when the body ends: the same
+structure a task group gives, at the cost of a task. The cancellation is counted the way
+:func:`asyncio.timeout` counts it, so a cancellation from outside always goes through.
+
+A :class:`Schedule` (stream heartbeats and timeouts) is kept by one timer, armed for the
+moment the schedule next has something to do and re-armed only when it fires: the schedule
+works out lazily what is due, so the response pays nothing per event for it. Its ``beat``
+(the heartbeat's write) runs in a task of its own, owned and awaited like the watcher.
 
 On any other event loop anyio runs (trio: ``hypercorn -k trio``), :func:`watch` gives a
 :class:`TaskGroupWatch` instead: the same semantics built on an anyio task group for the
 watcher and a cancel scope around the body, where a task group per response is cheap. The
-clock, events, checkpoints and timeouts the responses use come from the same choice
-(:func:`now`, :func:`new_event`, :func:`timeout`, ``Watch.sleep``).
+clocks, events, checkpoints and timeouts the responses use come from the same choice
+(:func:`now`, :func:`new_event`, :func:`timeout`, ``Watch.clock``, ``Watch.sleep``).
 """
 
 from __future__ import annotations
@@ -25,32 +30,45 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
 
 from ._types import Receive
 
-__all__ = ["TaskGroupWatch", "Watch", "new_event", "now", "timeout", "watch"]
+__all__ = ["Schedule", "TaskGroupWatch", "Watch", "new_event", "now", "timeout", "watch"]
 
 logger = logging.getLogger("asgistream")
 
-Tick = Callable[[], Awaitable[float]]
-"""Awaited by the watcher when the delay it last returned has passed; returns the next one."""
+
+class Schedule(Protocol):
+    """Periodic work done beside the body: a stream's heartbeats and timeouts."""
+
+    def due(self) -> float:
+        """Seconds until :meth:`beat` must run (``<= 0``: now, ``math.inf``: never).
+
+        Called when the delay it last returned has passed; may :meth:`Watch.stop` the watch.
+        """
+        ...
+
+    async def beat(self) -> None:
+        """The work that fell due; it must not raise."""
+        ...
 
 
-def watch(receive: Receive, tick: Tick | None = None) -> Watch:
+def watch(receive: Receive, schedule: Schedule | None = None) -> Watch:
     """The watcher for the running event loop: :class:`Watch` on asyncio, else (trio)
     :class:`TaskGroupWatch`."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return TaskGroupWatch(receive, tick)
-    return Watch(receive, tick)
+        return TaskGroupWatch(receive, schedule)
+    return Watch(receive, schedule)
 
 
 def now() -> float:
@@ -92,30 +110,35 @@ class Watch:
     body from anywhere; ``deadline(when)`` stops it with reason ``"timeout"`` at loop time
     ``when``. After the block, ``reason`` says why it was stopped (``"disconnect"``,
     ``"timeout"``, ``"shutdown"``, ...) or is ``None``; the block's own cancellation is not
-    raised. ``tick``, if given, runs in the watcher between messages (stream heartbeats).
-    ``sleep(0)`` is the loop's checkpoint, where a ``stop`` reaches the body.
+    raised. ``schedule``, if given, is run beside the body (stream heartbeats and timeouts).
+    ``sleep(0)`` is the loop's checkpoint, where a ``stop`` reaches the body; ``clock()`` is
+    the monotonic clock a schedule measures its delays with.
     """
 
     sleep: Callable[[float], Awaitable[None]] = staticmethod(asyncio.sleep)
+    clock: Callable[[], float] = staticmethod(time.monotonic)
 
     __slots__ = (
         "_baseline",
+        "_beat",
+        "_deadline",
         "_receive",
-        "_starter",
+        "_schedule",
         "_task",
-        "_tick",
         "_timer",
         "_watcher",
         "reason",
     )
 
-    def __init__(self, receive: Receive, tick: Tick | None = None) -> None:
+    def __init__(self, receive: Receive, schedule: Schedule | None = None) -> None:
         self._receive = receive
-        self._tick = tick
+        self._schedule = schedule
         self._task: asyncio.Task[object] | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._starter: asyncio.Handle | None = None
+        self._beat: asyncio.Task[None] | None = None
+        # Starts the watcher, then keeps the schedule: one handle at a time.
+        self._timer: asyncio.Handle | None = None
+        self._deadline: asyncio.TimerHandle | None = None
         self._baseline = 0
         self.reason: str | None = None
 
@@ -132,11 +155,34 @@ class Watch:
         if self.reason is not None:  # stopped before it began
             task.cancel()
         # Runs only if the body lets the loop run before it ends.
-        self._starter = asyncio.get_running_loop().call_soon(self._start)
+        self._timer = asyncio.get_running_loop().call_soon(self._start)
         return self
 
     def _start(self) -> None:
+        self._timer = None
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        if self._schedule is not None:
+            self._run_schedule()
+
+    def _run_schedule(self, beat: asyncio.Task[None] | None = None) -> None:
+        """Do what the schedule says is due, and arm the timer for what comes next."""
+        self._timer = None
+        if beat is not None:
+            self._beat = None
+            if beat.cancelled():
+                return  # the watch is over
+            if beat.exception() is not None:
+                logger.error("stream heartbeat failed", exc_info=beat.exception())
+        schedule = self._schedule
+        if schedule is None or self.reason is not None:
+            return
+        delay = schedule.due()
+        loop = asyncio.get_running_loop()
+        if delay <= 0:
+            self._beat = loop.create_task(schedule.beat())
+            self._beat.add_done_callback(self._run_schedule)
+        elif delay != math.inf:
+            self._timer = loop.call_later(delay, self._run_schedule)
 
     def stop(self, reason: str) -> None:
         """Cancel the body; the first reason given is the one kept."""
@@ -147,11 +193,11 @@ class Watch:
 
     def deadline(self, when: float | None) -> None:
         """Stop with reason ``"timeout"`` at loop time ``when`` (``None``: no deadline)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         if when is not None and when != math.inf:
-            self._timer = asyncio.get_running_loop().call_at(when, self.stop, "timeout")
+            self._deadline = asyncio.get_running_loop().call_at(when, self.stop, "timeout")
 
     async def __aexit__(
         self,
@@ -161,19 +207,28 @@ class Watch:
     ) -> bool:
         task = self._task
         assert task is not None
+        self._schedule = None  # a beat that ends from now on arms nothing
         self.deadline(None)
-        if self._starter is not None:
-            self._starter.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         cancelled = exc_type is not None and issubclass(exc_type, asyncio.CancelledError)
-        watcher = self._watcher
-        if watcher is not None:
-            watcher.cancel()
+        helpers = [t for t in (self._watcher, self._beat) if t is not None]
+        if helpers:
+            for helper in helpers:
+                helper.cancel()
             try:
-                # wait() raises only this task's own cancellation, never the watcher's.
-                await asyncio.wait((watcher,))
+                # wait() raises only this task's own cancellation, never the helpers'.
+                await asyncio.wait(helpers)
             except asyncio.CancelledError:
                 cancelled = True
-            if watcher.done() and not watcher.cancelled() and watcher.exception() is not None:
+            watcher = self._watcher
+            if (
+                watcher is not None
+                and watcher.done()
+                and not watcher.cancelled()
+                and watcher.exception() is not None
+            ):
                 logger.error("disconnect watcher failed", exc_info=watcher.exception())
         if self.reason is not None:
             if not cancelled:
@@ -185,6 +240,8 @@ class Watch:
             others = task.uncancel() > self._baseline
         else:
             others = task.cancelling() > self._baseline
+        # A stop() from now on (while the response sends its last message) cancels nothing.
+        self._task = None
         if others:  # someone else cancelled this task too: that goes on
             if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
                 return False
@@ -196,25 +253,10 @@ class Watch:
         )
 
     async def _watch(self) -> None:
-        tick = self._tick
         receive = self._receive
-        delay = math.inf if tick is None else await tick()
-        while True:
-            if delay == math.inf:
-                message = await receive()
-            else:
-                try:
-                    # Cancelling a pending receive() loses nothing: a disconnect is reported
-                    # again on the next call.
-                    async with timeout(delay):
-                        message = await receive()
-                except TimeoutError:
-                    assert tick is not None
-                    delay = await tick()
-                    continue
-            if message["type"] == "http.disconnect":
-                self.stop("disconnect")
-                return
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.stop("disconnect")
 
 
 class TaskGroupWatch(Watch):
@@ -224,9 +266,10 @@ class TaskGroupWatch(Watch):
     __slots__ = ("_body", "_tasks")
 
     sleep = staticmethod(anyio.sleep)
+    clock = staticmethod(anyio.current_time)
 
-    def __init__(self, receive: Receive, tick: Tick | None = None) -> None:
-        super().__init__(receive, tick)
+    def __init__(self, receive: Receive, schedule: Schedule | None = None) -> None:
+        super().__init__(receive, schedule)
         self._body = anyio.CancelScope()
         self._tasks: anyio.abc.TaskGroup | None = None
 
@@ -266,6 +309,24 @@ class TaskGroupWatch(Watch):
 
     async def _watch_anyio(self) -> None:
         try:
-            await self._watch()
+            await self._watch_and_schedule()
         except Exception:
             logger.exception("disconnect watcher failed")
+
+    async def _watch_and_schedule(self) -> None:
+        schedule = self._schedule
+        if schedule is None:
+            await self._watch()
+            return
+        receive = self._receive
+        while self.reason is None:
+            delay = schedule.due()
+            if delay <= 0:
+                await schedule.beat()
+                continue
+            # Cancelling a pending receive() loses nothing: a disconnect is reported again
+            # on the next call.
+            with anyio.move_on_after(delay):
+                if (await receive())["type"] == "http.disconnect":
+                    self.stop("disconnect")
+                    return

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterable, Awaitable, Callable, Collection
+from types import AsyncGeneratorType
 from typing import Any
 
 from ._headers import ResponseHeaders, encode_headers, with_vary_accept
 from ._types import ASGIApp, Receive, Scope, Send
 from .batch import BatchResponse
 from .errors import as_http_error, send_error
-from .negotiation import Mode, negotiate_scope
+from .negotiation import Mode, Negotiator
 from .options import BatchOptions, StreamOptions
 from .request import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE, Request
 from .responses import JSONResponse, Response
@@ -107,10 +108,11 @@ class DualEndpoint:
         # an error of negotiation always does.
         self.headers = with_vary_accept(own) if len(self.modes) > 1 else own
         self.error_headers = with_vary_accept(own)
+        self.negotiator = Negotiator(default=self.default, available=self.modes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            mode = negotiate_scope(scope, default=self.default, available=self.modes)
+            mode = self.negotiator(scope)
             request = Request(
                 scope, receive, max_body_size=self.max_body_size, body_timeout=self.body_timeout
             )
@@ -118,7 +120,7 @@ class DualEndpoint:
                 # Read it now: once the response runs, its disconnect watcher owns receive().
                 await request.body()
             producer = self.producer(request)
-            if inspect.isawaitable(producer):
+            if type(producer) is not AsyncGeneratorType and inspect.isawaitable(producer):
                 producer = await producer
         except Exception as exc:
             error = as_http_error(exc, "producer function failed")
@@ -134,9 +136,11 @@ class DualEndpoint:
 
 def _has_body(scope: Scope) -> bool:
     for name, value in scope["headers"]:
-        name = name.lower()
-        if (name == b"content-length" and value.strip() not in (b"0", b"")) or (
-            name == b"transfer-encoding"
-        ):
-            return True
+        # Only two names matter: their lengths rule out nearly every header unread.
+        if len(name) == 14 or len(name) == 17:
+            name = name.lower()
+            if (name == b"content-length" and value.strip() not in (b"0", b"")) or (
+                name == b"transfer-encoding"
+            ):
+                return True
     return False

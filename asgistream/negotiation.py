@@ -15,12 +15,14 @@ of precedence:
 
 A bad parameter is a 400 and an ``Accept`` header that rules out every mode the endpoint offers
 is a 406, both raised as :class:`NegotiationError`. Nothing in a header or a query string can
-raise anything else.
+raise anything else. A :class:`Negotiator` (one per endpoint, one per middleware) makes the same
+decision and remembers it for the ``Accept`` values it has seen.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Collection, Sequence
 from urllib.parse import parse_qsl
 
@@ -28,7 +30,16 @@ from ._accept import accept_weights
 from ._types import Scope
 from .errors import HTTPError
 
-__all__ = ["SCOPE_KEY", "Mode", "NegotiationError", "get_mode", "negotiate", "negotiate_scope"]
+__all__ = [
+    "DEFAULT_CACHE_SIZE",
+    "SCOPE_KEY",
+    "Mode",
+    "NegotiationError",
+    "Negotiator",
+    "get_mode",
+    "negotiate",
+    "negotiate_scope",
+]
 
 
 class Mode(enum.StrEnum):
@@ -99,18 +110,95 @@ def negotiate_scope(
     stored = scope.get(SCOPE_KEY)
     if isinstance(stored, Mode) and stored in available:
         return stored
-    accept: list[str] = []
-    for name, value in scope.get("headers", ()):
-        if name == b"accept" or (len(name) == 6 and name.lower() == b"accept"):
-            accept.append(value.decode("latin-1"))
-    mode = negotiate(
-        scope.get("query_string", b""),
-        accept or None,
-        default=default,
-        available=available,
-    )
+    accept = _accept_header(scope)
+    mode = negotiate(scope.get("query_string", b""), accept, default=default, available=available)
     scope[SCOPE_KEY] = mode
     return mode
+
+
+DEFAULT_CACHE_SIZE = 64
+"""``Accept`` values whose decision a :class:`Negotiator` remembers."""
+
+_CACHED_LENGTH = 512  # longer Accept values are weighed every time, so the cache stays small
+
+
+class Negotiator:
+    """:func:`negotiate_scope` for one endpoint's ``default`` and ``available`` modes, which
+    remembers the decision for the last ``cache_size`` distinct ``Accept`` values it weighed.
+
+    Clients send few distinct ``Accept`` values, so a request is usually decided by one
+    lookup; the decision is exactly :func:`negotiate`'s.
+    """
+
+    __slots__ = ("_decisions", "_fallback", "available", "cache_size", "default")
+
+    def __init__(
+        self,
+        *,
+        default: Mode = Mode.BATCH,
+        available: Collection[Mode] = _ALL_MODES,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+    ) -> None:
+        if not available:
+            raise ValueError("an endpoint must offer at least one mode")
+        self.default = Mode(default)
+        self.available = tuple(Mode(mode) for mode in available)
+        self.cache_size = cache_size
+        self._fallback = self.default if self.default in self.available else _only_mode(available)
+        # Accept value -> the mode it chooses, or None where it rules out every mode (406).
+        self._decisions: dict[str, Mode | None] = {}
+
+    def __call__(self, scope: Scope) -> Mode:
+        """The mode of the request in ``scope``, stored under :data:`SCOPE_KEY`."""
+        stored = scope.get(SCOPE_KEY)
+        if stored is not None and isinstance(stored, Mode) and stored in self.available:
+            return stored
+        query_string = scope.get("query_string", b"")
+        mode = None
+        if query_string:
+            mode = _query_mode(query_string, self.available)
+        if mode is None:
+            mode = self._by_accept(_accept_header(scope))
+        scope[SCOPE_KEY] = mode
+        return mode
+
+    def _by_accept(self, accept: list[str] | None) -> Mode:
+        if accept is None:
+            return self._fallback
+        header = accept[0] if len(accept) == 1 else ",".join(accept)
+        decisions = self._decisions
+        try:
+            decision = decisions[header]
+        except KeyError:
+            decision = self._weigh(header)
+            if self.cache_size > 0 and len(header) <= _CACHED_LENGTH:
+                if len(decisions) >= self.cache_size:
+                    del decisions[next(iter(decisions))]  # the oldest goes
+                decisions[header] = decision
+        if decision is None:
+            raise _not_acceptable(self.available)
+        return decision
+
+    def _weigh(self, header: str) -> Mode | None:
+        weights = accept_weights(header)
+        if weights is None:
+            return self._fallback
+        try:
+            return _choose(weights, self.default, self.available)
+        except NegotiationError:
+            return None
+
+
+def _accept_header(scope: Scope) -> list[str] | None:
+    """The request's ``Accept`` values, one per header line; ``None`` if it has none."""
+    accept: list[str] | None = None
+    for name, value in scope.get("headers", ()):
+        if name == b"accept" or (len(name) == 6 and name.lower() == b"accept"):
+            if accept is None:
+                accept = [value.decode("latin-1")]
+            else:
+                accept.append(value.decode("latin-1"))
+    return accept
 
 
 def get_mode(scope: Scope) -> Mode | None:
@@ -128,19 +216,26 @@ def _choose(weights: tuple[int, int], default: Mode, available: Collection[Mode]
     batch = weights[0] if Mode.BATCH in available else -1
     stream = weights[1] if Mode.STREAM in available else -1
     if batch <= 0 and stream <= 0:
-        offered = [_MEDIA_TYPES[mode] for mode in _ALL_MODES if mode in available]
-        raise NegotiationError(
-            406,
-            f"None of the media types this endpoint offers is acceptable: {', '.join(offered)}",
-            type="not_acceptable",
-            detail={"available": offered},
-        )
+        raise _not_acceptable(available)
     if batch == stream:  # both available, so ``default`` is one of them
         return default
     return Mode.BATCH if batch > stream else Mode.STREAM
 
 
+def _not_acceptable(available: Collection[Mode]) -> NegotiationError:
+    offered = [_MEDIA_TYPES[mode] for mode in _ALL_MODES if mode in available]
+    return NegotiationError(
+        406,
+        f"None of the media types this endpoint offers is acceptable: {', '.join(offered)}",
+        type="not_acceptable",
+        detail={"available": offered},
+    )
+
+
 # -- the query string ----------------------------------------------------------------------
+
+_MAY_NAME_A_MODE = re.compile("format|stream|%")
+_MAY_NAME_A_MODE_BYTES = re.compile(b"format|stream|%")
 
 # What each value of each parameter asks for; "auto" asks for nothing.
 _FORMAT_CHOICES = {"stream": "stream", "batch": "batch", "auto": "auto"}
@@ -149,15 +244,16 @@ _STREAM_CHOICES = {"true": "stream", "1": "stream", "": "stream", "false": "batc
 
 def _query_mode(query_string: bytes | str, available: Collection[Mode]) -> Mode | None:
     """The mode the query string asks for explicitly, if any."""
-    # A parameter's name is either spelled out or hidden behind percent-encoding.
+    # A parameter's name is either spelled out or hidden behind percent-encoding. (One
+    # search: ``in`` on bytes first tries its operand as an int, which costs more than this.)
     if isinstance(query_string, bytes):
-        if not (b"format" in query_string or b"stream" in query_string or b"%" in query_string):
+        if _MAY_NAME_A_MODE_BYTES.search(query_string) is None:
             return None
         query = query_string.decode("latin-1")
-    elif "format" in query_string or "stream" in query_string or "%" in query_string:
-        query = query_string
-    else:
+    elif _MAY_NAME_A_MODE.search(query_string) is None:
         return None
+    else:
+        query = query_string
 
     format_choice = stream_choice = None
     for name, value in parse_qsl(query, keep_blank_values=True, errors="replace"):

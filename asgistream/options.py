@@ -44,6 +44,13 @@ class StreamOptions:
     ``ids``: give items without an id their position (0, 1, ...) as ``id:``.
     ``done``: end a complete stream with ``data: [DONE]``.
     ``retry``: the reconnection delay in milliseconds to suggest to clients.
+    ``max_events``/``max_bytes``: the most events, and the most encoded bytes of events
+    (``id:``, ``event:``, ``data:`` lines and all), one stream sends (``None``: no limit). The
+    item that would pass a limit is not sent: the producer is closed (its ``finally`` blocks
+    run) and the stream ends with an ``error`` event of type ``stream_limit`` naming the
+    limit (a 500 of that type if nothing was sent yet). It bounds what a client that reads
+    nothing can pile up on servers that buffer without backpressure (daphne, hypercorn's
+    HTTP/2).
     """
 
     heartbeat: float | None = DEFAULT_HEARTBEAT
@@ -52,6 +59,8 @@ class StreamOptions:
     ids: bool = True
     done: bool = False
     retry: int | None = None
+    max_events: int | None = None
+    max_bytes: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("heartbeat", "idle_timeout", "send_timeout"):
@@ -66,6 +75,10 @@ class StreamOptions:
         retry = self.retry
         if retry is not None and (type(retry) is not int or retry < 0):
             raise ValueError(f"retry must be None or a non-negative int, not {retry!r}")
+        for name in ("max_events", "max_bytes"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or value < 0):
+                raise ValueError(f"{name} must be None or a non-negative int, not {value!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ lifespan state.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 from urllib.parse import parse_qsl
 
 import orjson
@@ -28,10 +28,16 @@ __all__ = [
     "Headers",
     "QueryParams",
     "Request",
+    "scope_state",
 ]
+
+_T = TypeVar("_T")
 
 APP_SCOPE_KEY = "asgistream.app"
 """Where an :class:`~asgistream.App` puts itself in the scope of each request it serves."""
+
+_STATE_OF = "asgistream.state_of"
+"""The app whose state ``scope["state"]`` already holds (see :func:`scope_state`)."""
 
 DEFAULT_MAX_BODY_SIZE = 1024 * 1024
 """Bytes of request body read at most; more gives 413."""
@@ -56,6 +62,14 @@ class Headers(Mapping[str, str]):
 
     def __getitem__(self, name: str) -> str:
         return self._values[name.lower()]
+
+    @overload
+    def get(self, name: str, /) -> str | None: ...
+    @overload
+    def get(self, name: str, /, default: str | _T) -> str | _T: ...
+    def get(self, name: str, /, default: object = None) -> object:
+        # Mapping's own get() raises and catches a KeyError for every absent name.
+        return self._values.get(name.lower(), default)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._values
@@ -83,7 +97,7 @@ class QueryParams(Mapping[str, str]):
     def __init__(self, query_string: bytes | str) -> None:
         if isinstance(query_string, bytes):
             query_string = query_string.decode("latin-1")
-        self._items = parse_qsl(query_string, keep_blank_values=True, errors="replace")
+        self._items = _parse_query(query_string)
         values: dict[str, str] = {}
         for key, value in self._items:
             values.setdefault(key, value)
@@ -91,6 +105,17 @@ class QueryParams(Mapping[str, str]):
 
     def __getitem__(self, name: str) -> str:
         return self._values[name]
+
+    @overload
+    def get(self, name: str, /) -> str | None: ...
+    @overload
+    def get(self, name: str, /, default: str | _T) -> str | _T: ...
+    def get(self, name: str, /, default: object = None) -> object:
+        # Mapping's own get() raises and catches a KeyError for every absent name.
+        return self._values.get(name, default)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._values
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)
@@ -169,9 +194,8 @@ class Request:
 
     @property
     def state(self) -> dict[str, Any]:
-        """The lifespan state, as the server hands it to each request."""
-        state: dict[str, Any] = self.scope.setdefault("state", {})
-        return state
+        """The request's copy of the lifespan state: the app's entries over the server's."""
+        return scope_state(self.scope)
 
     @property
     def mode(self) -> Mode | None:
@@ -241,6 +265,39 @@ class Request:
             raise HTTPError(
                 400, f"The request body is not valid JSON: {exc}", type="invalid_json"
             ) from None
+
+
+def scope_state(scope: Scope) -> dict[str, Any]:
+    """``scope["state"]``, made the first time it is asked for in a request an
+    :class:`~asgistream.App` serves: a copy of the server's lifespan state with the app's own
+    entries over it, so that what the request writes stays its own.
+
+    Made on demand, as most requests never look at it; a request no app serves gets the
+    server's state as it is.
+    """
+    app: App | None = scope.get(APP_SCOPE_KEY)
+    if app is None:
+        state: dict[str, Any] = scope.setdefault("state", {})
+        return state
+    if scope.get(_STATE_OF) is not app:
+        server_state = scope.get("state")
+        scope["state"] = {**server_state, **app.state} if server_state else app.state.copy()
+        scope[_STATE_OF] = app
+    merged: dict[str, Any] = scope["state"]
+    return merged
+
+
+def _parse_query(query: str) -> list[tuple[str, str]]:
+    """``parse_qsl(query, keep_blank_values=True)``, with no decoding to do when nothing in
+    ``query`` is escaped (the common case)."""
+    if "%" in query or "+" in query:
+        return parse_qsl(query, keep_blank_values=True, errors="replace")
+    pairs: list[tuple[str, str]] = []
+    for field in query.split("&"):
+        if field:
+            name, _, value = field.partition("=")
+            pairs.append((name, value))
+    return pairs
 
 
 def _too_large(limit: int) -> HTTPError:

@@ -13,7 +13,8 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from ._types import ASGIApp, Receive, Scope, Send
-from .errors import HTTPError, send_error
+from .errors import HTTPError
+from .request import scope_state
 
 __all__ = ["Mount", "Route", "Router"]
 
@@ -43,10 +44,13 @@ class Route:
     endpoint: ASGIApp
     methods: Collection[str] = ("GET",)
     pattern: re.Pattern[str] = field(init=False)
+    static: bool = field(init=False)
+    """The path has no parameters: it matches by comparison alone."""
 
     def __post_init__(self) -> None:
         self.methods = frozenset(m.upper() for m in self.methods)
         self.pattern = compile_path(self.path)
+        self.static = _PARAM.search(self.path) is None
 
 
 @dataclass
@@ -76,38 +80,51 @@ class Router:
         self.routes.append(Mount(prefix, app))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app, scope = self.resolve(scope)
+        await app(scope, receive, send)
+
+    def resolve(self, scope: Scope) -> tuple[ASGIApp, Scope]:
+        """The app that answers the request in ``scope``, and the scope to give it.
+
+        A route's endpoint gets ``scope`` itself, with ``path_params`` and ``route`` set; a
+        mounted app gets a copy with the rest of the path; no match gets a JSON 404 or 405.
+        """
         path: str = scope["path"]
-        allowed: set[str] = set()
+        allowed: set[str] | None = None
         for route in self.routes:
             if isinstance(route, Mount):
                 prefix = route.prefix
                 if path == prefix or path.startswith(prefix + "/"):
+                    scope_state(scope)  # a mounted app reads scope["state"] itself
                     child = dict(scope)
                     child["path"] = path[len(prefix) :] or "/"
                     child["root_path"] = scope.get("root_path", "") + prefix
-                    await route.app(child, receive, send)
-                    return
+                    return route.app, child
                 continue
-            match = route.pattern.match(path)
-            if match is None:
-                continue
+            if route.static:
+                if path != route.path:
+                    continue
+                params: dict[str, str] = {}
+            else:
+                match = route.pattern.match(path)
+                if match is None:
+                    continue
+                params = match.groupdict()
             if scope["method"] not in route.methods:
+                if allowed is None:
+                    allowed = set()
                 allowed.update(route.methods)
                 continue
-            scope["path_params"] = match.groupdict()
+            scope["path_params"] = params
             scope["route"] = route.path
-            await route.endpoint(scope, receive, send)
-            return
+            return route.endpoint, scope
         if allowed:
             methods = ", ".join(sorted(allowed))
-            await send_error(
-                send,
-                HTTPError(
-                    405,
-                    f"Method {scope['method']} is not allowed here; allowed: {methods}",
-                    detail={"allowed": sorted(allowed)},
-                    headers={"allow": methods},
-                ),
+            error = HTTPError(
+                405,
+                f"Method {scope['method']} is not allowed here; allowed: {methods}",
+                detail={"allowed": sorted(allowed)},
+                headers={"allow": methods},
             )
-            return
-        await send_error(send, HTTPError(404, f"No route matches {path}"))
+            return error, scope
+        return HTTPError(404, f"No route matches {path}"), scope

@@ -27,6 +27,7 @@ DONE = b"data: [DONE]\n\n"
 HEARTBEAT = b":\n\n"
 """A comment that keeps an idle connection open; clients ignore it."""
 
+_BINARY = (bytes, bytearray, memoryview)  # sent as text; a tuple tests faster than a union
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 _FORBIDDEN_IN_FIELD = re.compile(r"[\r\n\x00]")
 
@@ -96,7 +97,7 @@ def encode_data(data: Any) -> bytes:
     """The ``data:`` lines of a payload, with the blank line that ends the event."""
     if type(data) is str:
         payload = data.encode("utf-8")
-    elif isinstance(data, bytes | bytearray | memoryview):
+    elif isinstance(data, _BINARY):
         payload = bytes(data)
     else:
         # orjson's compact output never contains a line break, so it needs no splitting.
@@ -108,7 +109,7 @@ def encode_data(data: Any) -> bytes:
 
 def encode_id_data(id: int, data: Any) -> bytes:
     """``id:`` then ``data:``: the common case, kept to one allocation for JSON data."""
-    if type(data) is str or isinstance(data, bytes | bytearray | memoryview):
+    if type(data) is str or isinstance(data, _BINARY):
         return b"id: %d\n" % id + encode_data(data)
     return b"id: %d\ndata: %b\n\n" % (id, orjson.dumps(data))
 

@@ -13,6 +13,8 @@ How it behaves, in the order a request meets it:
   ``OSError`` from ``send``) the producer is cancelled wherever it waits and its ``finally``
   blocks run.
 - After ``heartbeat`` seconds without a write, a comment line keeps the connection open.
+- With ``max_events`` or ``max_bytes``, the item that would pass the limit is not sent: the
+  producer is closed and the stream ends with ``event: error`` of type ``stream_limit``.
 - An exception after the first event ends the stream with ``event: error`` and a JSON body
   ``{"type", "message"}``, decided by :func:`~asgistream.errors.as_http_error`: tracebacks go
   to the ``asgistream`` logger, never to the client.
@@ -27,19 +29,19 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterable
+import types
+from collections.abc import AsyncIterable, Awaitable, Generator
 from typing import Any
 
 import anyio
 
 from . import shutdown as _shutdown
 from ._headers import ResponseHeaders, encode_headers
-from ._types import Receive, Scope, Send
+from ._types import Message, Receive, Scope, Send
 from .disconnect import new_event, timeout, watch
-from .disconnect import now as _now
 from .errors import HTTPError, as_http_error, error_body, send_error
 from .options import StreamOptions
-from .producer import aclose, finish_step, start_step
+from .producer import aclose, finish_step
 from .sse import DONE, HEARTBEAT, Event, encode, encode_data, encode_id_data
 
 __all__ = ["FLUSH_BYTES", "EventStreamResponse"]
@@ -67,9 +69,9 @@ _HEADERS = encode_headers(
 class EventStreamResponse:
     """Stream the items of ``producer`` as Server-Sent Events.
 
-    ``options`` shape the stream (heartbeats, timeouts, ids, ``[DONE]``, ``retry:``; see
-    :class:`~asgistream.StreamOptions`). ``headers`` are added to the stream's own, and to the
-    error response if the producer fails before its first event.
+    ``options`` shape the stream (heartbeats, timeouts, ids, ``[DONE]``, ``retry:``, limits;
+    see :class:`~asgistream.StreamOptions`). ``headers`` are added to the stream's own, and to
+    the error response if the producer fails before its first event.
     """
 
     def __init__(
@@ -84,25 +86,55 @@ class EventStreamResponse:
         self.options = options
         self.status = status
         self.extra_headers = encode_headers(headers)
-        self.headers = _HEADERS + self.extra_headers
+        self.headers = _HEADERS + self.extra_headers if self.extra_headers else _HEADERS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         stream = _Stream(self, send, receive)
         registry: _shutdown.Shutdown | None = scope.get(_shutdown.SCOPE_KEY)
         if registry is not None:
             registry.register(stream)
+        watch = stream.watch
         try:
-            await stream.run()
+            # A disconnect, a timeout and shutdown all stop the body of this block; the final
+            # message is sent after it.
+            try:
+                async with watch:
+                    try:
+                        await stream.pump()
+                    except Exception as exc:
+                        # An OSError once the client is gone comes from our own write:
+                        # nothing to tell.
+                        if not (watch.disconnected and isinstance(exc, OSError)):
+                            stream.fail(exc, "producer failed")
+                    finally:
+                        await stream.close_producer()
+            except anyio.get_cancelled_exc_class():
+                # The server cancels the response itself as it stops (hypercorn once its
+                # graceful timeout has passed, daphne at once): tell the client first.
+                if not watch.disconnected:
+                    await stream.tell_shutdown()
+                raise
+            if watch.disconnected:
+                return
+            if watch.reason is not None and stream.error is None:
+                stream.error = _stopped(watch.reason)
+            await stream.finish()
         finally:
             if registry is not None:
                 registry.unregister(stream)
 
 
 class _Stream:
-    """The state of one response while it streams."""
+    """The state of one response while it streams.
+
+    It is also the watch's :class:`~asgistream.disconnect.Schedule`: heartbeats, the send
+    watchdog and the idle timeout are worked out from timestamps when the watch's timer
+    fires, so no timer is touched per event.
+    """
 
     __slots__ = (
         "buffer",
+        "clock",
         "count",
         "error",
         "gate",
@@ -111,10 +143,13 @@ class _Stream:
         "options",
         "raised",
         "response",
+        "seen_sending",
         "send",
-        "sending_since",
+        "sending",
         "size",
         "started",
+        "total",
+        "waiting_since",
         "watch",
     )
 
@@ -128,37 +163,35 @@ class _Stream:
             self.buffer.append(b"retry: %d\n\n" % options.retry)
         self.size = 0
         self.count = 0
+        self.total = 0
         self.started = False
         # What the client will be told, and whether the producer raised it itself.
         self.error: HTTPError | None = None
         self.raised = False
+        # Made when a write must wait for another to end; set when it ends.
         self.gate: asyncio.Event | anyio.Event | None = None
-        self.sending_since: float | None = None
-        self.last_write = 0.0
-        needs_tick = options.heartbeat is not None or options.send_timeout is not None
-        self.watch = watch(receive, self.tick if needs_tick else None)
+        # Whether a write runs; `last_write` is when the latest one began.
+        self.sending = False
+        # When the schedule last saw a write still running (it ended later than that).
+        self.seen_sending = -math.inf
+        self.waiting_since: float | None = None
+        scheduled = (
+            options.heartbeat is not None
+            or options.send_timeout is not None
+            or options.idle_timeout is not None
+        )
+        self.watch = watch(receive, self if scheduled else None)
+        self.clock = self.watch.clock
+        self.last_write = self.clock()
 
     # -- the producer's side -------------------------------------------------------------
 
-    async def run(self) -> None:
-        watch = self.watch
-        self.last_write = _now()
-        # A disconnect, the idle timeout and shutdown all stop the body of this block; the
-        # final message is sent after it.
-        async with watch:
-            try:
-                await self.pump()
-            except Exception as exc:
-                # An OSError once the client is gone comes from our own write: nothing to tell.
-                if not (watch.disconnected and isinstance(exc, OSError)):
-                    self.fail(exc, "producer failed")
-            finally:
-                await self.close_producer()
-        if watch.disconnected:
-            return
-        if watch.reason is not None and self.error is None:
-            self.error = _stopped(watch.reason)
-        await self.finish()
+    async def tell_shutdown(self) -> None:
+        """Send the final message of a response the server cancelled, shielded from that."""
+        if self.error is None:
+            self.error = _stopped("shutdown")
+        with anyio.move_on_after(SHUTDOWN_SEND_TIMEOUT, shield=True):
+            await self.finish()
 
     def fail(self, exc: Exception, what: str) -> None:
         """Keep the first error, as the client will see it."""
@@ -173,23 +206,77 @@ class _Stream:
         except Exception as exc:
             self.fail(exc, "producer failed while closing")
 
-    async def pump(self) -> None:
-        """Move items from the producer to the client until the producer ends."""
+    @types.coroutine
+    def pump(self) -> Generator[Any, Any, None]:
+        """Move items from the producer to the client until the producer ends.
+
+        It drives each ``__anext__()`` step itself, to learn whether an item is ready now
+        (it joins the buffer) or the producer is about to wait (the buffer goes out first).
+        A generator-based coroutine, so that while the producer waits it is the producer's
+        ``await``: it passes the waits on to the event loop as ``await`` would, and no
+        object is made per event to drive the step.
+        """
         anext = self.iterator.__anext__
         buffer = self.buffer
-        ids = self.options.ids
-        sleep = self.watch.sleep
+        options = self.options
+        ids = options.ids
+        limited = options.max_events is not None or options.max_bytes is not None
+        timed = options.idle_timeout is not None
+        clock = self.clock
+        watch = self.watch
+        sleep = watch.sleep
         while True:
             step = anext().__await__()
             try:
-                waits, item = start_step(step)
-                if waits:
-                    item = await self.wait_for_item(step, item)
-                    if self.watch.reason is not None:
-                        # The producer caught its cancellation and went on: stop it here.
-                        return
+                pending = step.send(None)
+            except StopIteration as stop:
+                item = stop.value  # ready now
             except StopAsyncIteration:
                 return
+            else:
+                # The producer waits: send what is ready, then wait with it. flush() inlined,
+                # to make no coroutine per event; if the send raises, the stream ends.
+                if buffer:
+                    try:
+                        if self.sending:
+                            yield from self.take_turn().__await__()
+                        try:
+                            yield from self.write().__await__()
+                        except OSError:
+                            yield from self.lost().__await__()
+                            raise
+                        self.wrote()
+                    except BaseException as exc:
+                        # It is still suspended in its await: deliver the error there, so
+                        # that it unwinds (its finally blocks run) before the error goes on.
+                        with contextlib.suppress(BaseException):
+                            yield from finish_step(step, None, throw=exc)
+                        raise
+                if timed:
+                    self.waiting_since = clock()
+                try:
+                    while True:
+                        try:
+                            resumed = yield pending
+                        except BaseException as exc:
+                            pending = step.throw(exc)
+                            continue
+                        if resumed is None:
+                            # What asyncio resumes a task with: `yield from` passes the rest
+                            # of the step on natively, and takes its item without an
+                            # exception to catch.
+                            item = yield from step
+                            break
+                        pending = step.send(resumed)  # trio's
+                except StopIteration as stop:
+                    item = stop.value
+                except StopAsyncIteration:
+                    return
+                if timed:
+                    self.waiting_since = None
+                if watch.reason is not None:
+                    # The producer caught its cancellation and went on: stop it here.
+                    return
             position = self.count
             # Exactly Event: it is final, so no subclass can slip past this test.
             if type(item) is Event:
@@ -207,103 +294,148 @@ class _Stream:
                 chunk = encode_id_data(position, item)
             else:
                 chunk = encode_data(item)
+            # While the producer waits, this frame keeps neither the item nor its bytes.
+            item = pending = None
+            if limited and self.over_limit(len(chunk)):
+                return
             self.count = position + 1
             buffer.append(chunk)
             self.size += len(chunk)
+            chunk = b""
             if self.size >= FLUSH_BYTES:
-                await self.flush()
+                yield from self.flush().__await__()
             elif position & _CHECKPOINT_MASK != _CHECKPOINT_MASK:
                 continue
             # A producer that never waits would otherwise starve the watcher (a disconnect
             # would go unnoticed), because uvicorn's send() does not yield while it drains.
-            await sleep(0)
+            yield from sleep(0).__await__()
 
-    async def wait_for_item(self, step: Any, pending: Any) -> Any:
-        """The producer waits: send what is ready, then wait for its next item."""
-        if self.buffer:
-            try:
-                await self.flush()
-            except BaseException as exc:
-                # The producer is still suspended in its await: deliver the error there, so
-                # that it unwinds (its finally blocks run) before the error goes on.
-                with contextlib.suppress(BaseException):
-                    await finish_step(step, None, throw=exc)
-                raise
-        timeout = self.options.idle_timeout
-        if timeout is None:
-            return await finish_step(step, pending)
-        self.watch.deadline(_now() + timeout)
-        try:
-            return await finish_step(step, pending)
-        finally:
-            self.watch.deadline(None)
-
-    # -- the watcher's side --------------------------------------------------------------
-
-    async def tick(self) -> float:
-        """Run by the watcher: heartbeats and the send watchdog. Returns the next delay."""
+    def over_limit(self, size: int) -> bool:
+        """Whether one more event of ``size`` bytes would pass a limit (then it is the error)."""
         options = self.options
-        now = _now()
-        if self.sending_since is not None:
-            # A write is blocked on a client that reads nothing: a heartbeat could not pass.
-            limit = options.send_timeout
-            if limit is None:
-                return options.heartbeat or math.inf
-            blocked = now - self.sending_since
-            if blocked >= limit:
-                logger.info("client read nothing for %.1f s; closing the stream", blocked)
-                self.watch.stop("disconnect")
-                return math.inf
-            return limit - blocked
+        max_events = options.max_events
+        if max_events is not None and self.count >= max_events:
+            self.error = _limit_error(f"{max_events} events", "max_events")
+            return True
+        max_bytes = options.max_bytes
+        self.total += size
+        if max_bytes is not None and self.total > max_bytes:
+            self.error = _limit_error(f"{max_bytes} bytes of events", "max_bytes")
+            return True
+        return False
+
+    # -- the schedule, run by the watch --------------------------------------------------
+
+    def due(self) -> float:
+        """Seconds until a heartbeat is due; stops the stream once a timeout has passed."""
+        options = self.options
+        now = self.clock()
+        delay = math.inf
+        limit = options.send_timeout
         heartbeat = options.heartbeat
-        if heartbeat is None:
-            return options.send_timeout or math.inf
-        idle = now - self.last_write
-        if idle < heartbeat:
-            return heartbeat - idle
-        self.gate = gate = new_event()
-        try:
-            await self.write(HEARTBEAT)
-        except OSError:
-            return math.inf  # the client is gone: write() has stopped the stream
-        finally:
-            self.gate = None
-            gate.set()
-        return heartbeat
+        if self.sending:
+            # A write is blocked on a client that reads nothing: a heartbeat could not pass.
+            self.seen_sending = now
+            if limit is not None:
+                blocked = now - self.last_write
+                if blocked >= limit:
+                    logger.info("client read nothing for %.1f s; closing the stream", blocked)
+                    self.watch.stop("disconnect")
+                    return math.inf
+                delay = limit - blocked
+            if heartbeat is not None:
+                delay = min(delay, heartbeat)
+        else:
+            if heartbeat is not None:
+                # Writes record only when they begin: one seen running ended after that.
+                idle = now - max(self.last_write, self.seen_sending)
+                if idle >= heartbeat:
+                    return 0.0
+                delay = heartbeat - idle
+            # A write that begins later is blocked at the earliest `limit` after now.
+            if limit is not None:
+                delay = min(delay, limit)
+        idle_timeout = options.idle_timeout
+        if idle_timeout is not None:
+            waiting = self.waiting_since
+            if waiting is None:
+                # A wait that begins later ends at the earliest `idle_timeout` after now.
+                delay = min(delay, idle_timeout)
+            else:
+                waited = now - waiting
+                if waited >= idle_timeout:
+                    self.watch.stop("timeout")
+                    return math.inf
+                delay = min(delay, idle_timeout - waited)
+        return delay
+
+    async def beat(self) -> None:
+        """Send a heartbeat, unless an event is being written."""
+        if not self.sending:
+            self.buffer.append(HEARTBEAT)
+            with contextlib.suppress(OSError):  # the client is gone: flush() stopped the stream
+                await self.flush()
 
     # -- writing -------------------------------------------------------------------------
 
     async def flush(self) -> None:
-        """Send the buffered events as one message."""
-        if self.gate is not None:
-            await self.gate.wait()
-        body = b"".join(self.buffer)
-        self.buffer.clear()
-        self.size = 0
-        self.sending_since = _now()
+        """Send what is buffered as one message, once no other write runs."""
+        if self.sending:
+            await self.take_turn()
         try:
-            await self.write(body)
-        finally:
-            self.sending_since = None
-
-    async def write(self, body: bytes) -> None:
-        try:
-            if not self.started:
-                await self.start()
-            await self.send({"type": "http.response.body", "body": body, "more_body": True})
+            await self.write()
         except OSError:
-            # ASGI 2.4 servers report a disconnected client this way.
-            self.watch.stop("disconnect")
-            await self.watch.sleep(0)  # where the cancellation it asked for arrives
+            await self.lost()
             raise
-        self.last_write = _now()
+        finally:
+            # A heartbeat's write that fails must not hold up the events.
+            self.wrote()
 
-    async def start(self) -> None:
+    async def take_turn(self) -> None:
+        """Wait until no write runs: a heartbeat being written goes before the events."""
+        while self.sending:
+            if self.gate is None:
+                self.gate = new_event()
+            await self.gate.wait()
+
+    def write(self) -> Awaitable[None]:
+        """Begin sending the buffer as one message: the ``send`` to await.
+
+        After it, :meth:`wrote`; if it raises ``OSError``, :meth:`lost` first.
+        """
+        buffer = self.buffer
+        body = b"".join(buffer)
+        buffer.clear()
+        self.size = 0
+        self.sending = True
+        self.last_write = self.clock()
+        message = {"type": "http.response.body", "body": body, "more_body": True}
+        if not self.started:
+            return self.start(message)
+        return self.send(message)
+
+    def wrote(self) -> None:
+        """A write ended: a write waiting for its turn may begin."""
+        self.sending = False
+        gate = self.gate
+        if gate is not None:
+            self.gate = None
+            gate.set()
+
+    async def lost(self) -> None:
+        """``send`` raised ``OSError``: how ASGI 2.4 servers report a disconnected client."""
+        self.watch.stop("disconnect")
+        await self.watch.sleep(0)  # where the cancellation it asked for arrives
+
+    async def start(self, first: Message | None = None) -> None:
+        """Send the status line and headers, then ``first`` if given."""
         self.started = True
         response = self.response
         await self.send(
             {"type": "http.response.start", "status": response.status, "headers": response.headers}
         )
+        if first is not None:
+            await self.send(first)
 
     async def finish(self) -> None:
         """Complete the response: the last events, then an error or the end."""
@@ -340,13 +472,22 @@ def _stopped(reason: str) -> HTTPError:
     return HTTPError(504, "The producer sent no event within the idle timeout", type="timeout")
 
 
-def _error_event(error: HTTPError, raised: bool) -> bytes:
-    """The ``event: error`` that ends a stream: ``{"error": {"type", "message"}}``.
+def _limit_error(what: str, name: str) -> HTTPError:
+    return HTTPError(
+        500,
+        f"The stream reached its limit of {what} ({name})",
+        type="stream_limit",
+        detail={"limit": name},
+    )
 
-    An :class:`HTTPError` the producer raised itself also gives its ``status`` and detail.
+
+def _error_event(error: HTTPError, raised: bool) -> bytes:
+    """The ``event: error`` that ends a stream: ``{"error": {"type", "message", **detail}}``.
+
+    An :class:`HTTPError` the producer raised itself also gives its ``status``.
     """
     if raised:
         data = error_body(error.type, error.message, {"status": error.status, **error.detail})
     else:
-        data = error_body(error.type, error.message)
+        data = error_body(error.type, error.message, error.detail)
     return b"event: error\n" + encode_data(data)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -116,3 +117,12 @@ async def first_event(port: int, path: str, *, limit: float) -> float:
         return time.perf_counter() - started
     finally:
         await stream.close()
+
+
+def percentile(ordered: list[float], percent: float) -> float:
+    """The ``percent``-th percentile of the sorted ``ordered`` (nearest rank; ``inf`` if
+    empty)."""
+    if not ordered:
+        return math.inf
+    index = min(len(ordered) - 1, math.ceil(percent / 100 * len(ordered)) - 1)
+    return ordered[max(0, index)]

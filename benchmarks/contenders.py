@@ -7,16 +7,24 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Contender:
-    """An app under test. ``batch``: it answers ``/items`` with JSON when asked."""
+    """An app under test. ``batch``: it answers ``/items`` with JSON when asked; ``only``:
+    the scenarios it takes part in (default: all it can serve)."""
 
     name: str
     label: str
     app: str
     batch: bool = True
+    only: tuple[str, ...] | None = None
 
     @property
     def module(self) -> str:
         return self.app.split(":")[0]
+
+    def serves(self, scenario: str, *, batch_only: bool) -> bool:
+        """Whether this contender takes part in ``scenario``."""
+        if batch_only and not self.batch:
+            return False
+        return self.only is None or scenario in self.only
 
 
 RAW = Contender("raw", "raw ASGI (ceiling)", "benchmarks.apps.raw:app")
@@ -37,8 +45,22 @@ SSE_STARLETTE = Contender(
     "Starlette JSONResponse / sse-starlette",
     "benchmarks.apps.sse_starlette_app:app",
 )
+ASGISTREAM_EVENT = Contender(
+    "asgistream-event",
+    "asgistream, `Event` items",
+    "benchmarks.apps.asgistream_app:event_app",
+    only=("batch",),
+)
 
-CONTENDERS = (RAW, ASGISTREAM, FASTAPI, FASTAPI_ORJSON, FASTAPI_SSE, SSE_STARLETTE)
+CONTENDERS = (
+    RAW,
+    ASGISTREAM,
+    ASGISTREAM_EVENT,
+    FASTAPI,
+    FASTAPI_ORJSON,
+    FASTAPI_SSE,
+    SSE_STARLETTE,
+)
 """In the order of the result tables."""
 
 BY_NAME = {c.name: c for c in CONTENDERS}

@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterator
 import orjson
 
 from . import client
-from .client import bounded
-from .scenarios import Figures, Size, _percentile
+from .client import bounded, percentile
+from .scenarios import Figures, Size
 from .server import SERVER_CPU, Server, free_port, pinned, serve_all
 
 APP = "benchmarks.apps.fanout_app:app"
@@ -267,7 +267,7 @@ async def _publish(
         "lost": count * subscribers - received,
         "dropped_events": tally.dropped,
         "p50_ms": statistics.median(ordered) * 1000 if ordered else None,
-        "p99_ms": _percentile(ordered, 99) * 1000 if ordered else None,
+        "p99_ms": percentile(ordered, 99) * 1000 if ordered else None,
         "max_ms": ordered[-1] * 1000 if ordered else None,
         "server_cpu_s": cpu,
         "cpu_us_per_delivery": cpu / received * 1e6 if received else None,

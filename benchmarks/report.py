@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from . import paced
 from .contenders import BY_NAME as CONTENDERS
 from .contenders import CONTENDERS as ORDER
 from .runner import Results
 from .scenarios import BY_NAME as SCENARIOS
+from .scenarios import FULL
 
 HIGHER, LOWER = "higher", "lower"
 FLAT_KB = 256.0
@@ -34,6 +36,31 @@ def metrics(scenario: str, results: Results) -> list[Metric]:
             Metric("requests_s", "requests/s", HIGHER),
             Metric("p50_ms", "p50 ms", LOWER, 2),
             Metric("p99_ms", "p99 ms", LOWER, 2),
+        ]
+    if scenario == "paced_cpu":
+        return [
+            Metric("cpu_us_per_event", "server CPU µs per event", LOWER, 1),
+            Metric("streams_per_core", "streams a core's CPU time covers", HIGHER),
+            Metric("p50_ms", "lateness p50 ms", LOWER, 1),
+            Metric("p99_ms", "lateness p99 ms", LOWER, 1),
+            Metric("max_ms", "lateness max ms", LOWER, 1),
+            Metric("events", "events delivered", HIGHER),
+            Metric("server_busy", "server core busy", LOWER, 2),
+            Metric("server_waited", "server waited for its core", LOWER, 3),
+            Metric("client_busy", "client core busy", LOWER, 2),
+        ]
+    if scenario == "paced_capacity":
+        return [
+            Metric("streams", "streams sustained", HIGHER),
+            Metric("events_s", "events/s there", HIGHER),
+            Metric("p99_ms", "lateness p99 ms there", LOWER, 1),
+            Metric("cpu_us_per_event", "server CPU µs per event there", LOWER, 1),
+            Metric("server_busy", "server core busy there", LOWER, 2),
+            Metric("failed_streams", "fewest streams that failed", HIGHER),
+            Metric("failed_p99_ms", "its lateness p99 ms", LOWER, 1),
+            Metric("failed_waited", "server waited for its core there", LOWER, 3),
+            Metric("client_busy", "client core busy, most", LOWER, 2),
+            Metric("trials", "trials", LOWER),
         ]
     if scenario == "streams":
         return [
@@ -204,15 +231,50 @@ def targets(results: Results) -> list[tuple[str, str, bool | None]]:
         met = None if value is None else value >= wanted
         rows.append((f"{label} >= {wanted:g}x {CONTENDERS[other].label}", _times(value), met))
 
-    versus("streams", "events_s", "raw", 1.0, "100-event streams, events/s:")
+    def costs(scenario: str, key: str, other: str, wanted: float, label: str) -> None:
+        ours = median(results, scenario, "asgistream", key)
+        theirs = median(results, scenario, other, key)
+        value = ratio(ours, theirs, HIGHER)  # ours as a multiple of theirs
+        met = None if value is None else value <= wanted
+        rows.append((f"{label} <= {wanted:g}x {CONTENDERS[other].label}'s", _times(value), met))
+
+    costs("paced_cpu", "cpu_us_per_event", "raw", 1.1, "paced streams, server CPU per event:")
+    costs("paced_cpu", "cpu_us_per_event", "fastapi-orjson", 0.8, "paced streams, CPU per event:")
+    for other in ("raw", "fastapi-orjson"):
+        value = ratio(
+            median(results, "paced_capacity", "asgistream", "streams"),
+            median(results, "paced_capacity", other, "streams"),
+            HIGHER,
+        )
+        rows.append(
+            (
+                f"paced streams sustained at p99 lateness <= {paced.LATE_MS:g} ms, "
+                f"vs {CONTENDERS[other].label} (no target)",
+                _times(value),
+                None,
+            )
+        )
+    versus("streams", "events_s", "raw", 1.5, "100-event streams, events/s:")
     versus("streams", "events_s", "fastapi-orjson", 1.5, "100-event streams:")
     versus("streams", "events_s", "fastapi", 1.5, "100-event streams:")
     versus("streams", "events_s", "sse-starlette", 3, "100-event streams:")
     versus("streams", "events_s", "fastapi-sse", 10, "100-event streams:")
-    versus("long_stream", "events_s", "raw", 1.0, "one long stream, events/s:")
+    versus("long_stream", "events_s", "raw", 1.5, "one long stream, events/s:")
     versus("batch", "requests_s", "raw", 0.9, "batch, requests/s:")
     versus("batch", "requests_s", "fastapi-orjson", 2, "batch:")
     versus("batch", "requests_s", "fastapi", 10, "batch:")
+    value = ratio(
+        median(results, "batch", "asgistream-event", "requests_s"),
+        median(results, "batch", "asgistream", "requests_s"),
+        HIGHER,
+    )
+    rows.append(
+        (
+            "batch, `Event` items: requests/s >= 1x plain dicts",
+            _times(value),
+            None if value is None else value >= 1,
+        )
+    )
     for metric in metrics("idle_memory", results)[:-1]:
         value = median(results, "idle_memory", "asgistream", metric.key)
         rows.append(
@@ -220,6 +282,15 @@ def targets(results: Results) -> list[tuple[str, str, bool | None]]:
                 f"{metric.label} <= 12 KB",
                 _number(value, 1) + " KB",
                 None if value is None else value <= 12,
+            )
+        )
+        raw = median(results, "idle_memory", "raw", metric.key)
+        times_raw = ratio(value, raw, HIGHER)
+        rows.append(
+            (
+                f"{metric.label} <= 1.15x raw ASGI's ({_number(raw, 1)} KB)",
+                _times(times_raw),
+                None if times_raw is None else times_raw <= 1.15,
             )
         )
     late = median(results, "non_reading", "asgistream", "late_growth_kb")
@@ -336,6 +407,29 @@ def fanout_section(results: Results) -> list[str]:
 
 _NOTES = {
     "batch": "wrk, {connections} connections, {wrk_seconds} s per run; `Accept: application/json`.",
+    "paced_cpu": "the paced client (`benchmarks/paced.py`: one process, pinned to the client "
+    "core, an asyncio `Protocol` per connection on uvloop); {paced_streams} streams opened "
+    "evenly over {paced_ramp:g} s, each {paced_events} events due every {paced_delay:g} s "
+    "from its request (every contender runs the same producer, `common.paced`, which sleeps "
+    "until each item's due time); server CPU time (all threads, `/proc/<pid>/task/*/schedstat`) "
+    "from the first connection to the last stream's end, divided by the events delivered. "
+    "Lateness: an event's arrival minus its due time, on one clock (`time.monotonic()`). "
+    "Core busy: CPU time over the window's wall time; waited for its core: time the server "
+    "was ready to run while another process had its core (`schedstat`), over the wall time: "
+    "noise from the rest of the machine, 0 on a quiet one. Streams a core's CPU time covers: "
+    "{paced_delay:g} s ÷ CPU per event at this load (a rough reference for the capacity, not "
+    "a bound: the cost per event falls as the load grows and the event loop does more per "
+    "turn).",
+    "paced_capacity": "the same client and producer; trials of N streams of "
+    "{capacity_events} events every {paced_delay:g} s, opened over {paced_ramp:g} s (all N "
+    "at once for the {capacity_steady:g} s between the last opening and the first end); a trial "
+    "passes when every event came and p99 lateness is at most {late_ms:g} ms. N doubles from "
+    "{capacity_start} until a trial fails (halves if the first fails), then bisects to within "
+    "10%; at most {capacity_trials} loads and {capacity_budget:g} s per contender, once per "
+    "run. A run that fails while the server waited for its core more than {disturbed:.0%} of "
+    "the time is run again (at most three runs per load); the load passes if any run does. A "
+    "client core busy near 1 would make the figure a floor (the client, not the server, the "
+    "limit).",
     "streams": "wrk, {connections} connections, {wrk_seconds} s per run; each response is a "
     "complete 100-event stream (`Accept: text/event-stream`); events/s = streams/s x 100.",
     "long_stream": "asyncio client (uvloop), one connection reading a {long_events:,}-event "
@@ -359,9 +453,15 @@ _NOTES = {
 
 
 def render(results: Results) -> str:
-    size = results.size
+    size = {**asdict(FULL), **results.size}  # the defaults: what an older results.json lacks
     env = results.environment
-    format_args = {**size, "llm_ideal": size["llm_tokens"] * size["llm_delay"] * 1000}
+    format_args = {
+        **size,
+        "llm_ideal": size["llm_tokens"] * size["llm_delay"] * 1000,
+        "late_ms": paced.LATE_MS,
+        "disturbed": paced.DISTURBED,
+        "capacity_steady": size["capacity_events"] * size["paced_delay"] - size["paced_ramp"],
+    }
     out = [
         "# Benchmarks: asgistream against FastAPI, Starlette and a raw ASGI app",
         "",
@@ -436,6 +536,12 @@ def render(results: Results) -> str:
 # -- the chart ----------------------------------------------------------------------------
 
 _CHART = (
+    ("paced_cpu", "cpu_us_per_event", "Paced streams: server CPU µs per event (lower is better)"),
+    (
+        "paced_capacity",
+        "streams",
+        f"Paced streams sustained at p99 lateness <= {paced.LATE_MS:g} ms",
+    ),
     ("batch", "requests_s", "Batch: requests/s"),
     ("streams", "events_s", "100-event streams: events/s"),
     ("long_stream", "events_s", "One long stream: events/s"),
@@ -451,7 +557,7 @@ def chart(results: Results, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(2, 3, figsize=(15, 7.5))
+    figure, axes = plt.subplots(2, 4, figsize=(20, 7.5))
     for ax, (scenario, key, title) in zip(axes.flat, _CHART, strict=True):
         if key is None:
             key = metrics(scenario, results)[0].key
@@ -462,7 +568,7 @@ def chart(results: Results, path: Path) -> None:
                 names.append(contender.name)
                 values.append(value)
         colors = [
-            "#d62728" if n == "asgistream" else "#7f7f7f" if n == "raw" else "#1f77b4"
+            "#d62728" if n.startswith("asgistream") else "#7f7f7f" if n == "raw" else "#1f77b4"
             for n in names
         ]
         ax.barh(names[::-1], values[::-1], color=colors[::-1])

@@ -152,12 +152,21 @@ def run_scenarios(
     results = results or Results(size=asdict(size))
     started = time.monotonic()
     with _Fleet(size, log) as fleet:
-        if any(not (s.fresh_server and size.fresh_servers) for s in scenarios):
-            fleet.start(contenders)
+        fleet.start(
+            [
+                c
+                for c in contenders
+                if any(
+                    c.serves(s.name, batch_only=s.batch_only)
+                    and not (s.fresh_server and size.fresh_servers)
+                    for s in scenarios
+                )
+            ]
+        )
         for scenario in scenarios:
             for run in range(runs_of(scenario, size)):
                 for contender in contenders:
-                    if scenario.batch_only and not contender.batch:
+                    if not contender.serves(scenario.name, batch_only=scenario.batch_only):
                         continue
                     took = time.monotonic()
                     try:
@@ -167,12 +176,12 @@ def run_scenarios(
                             server.wait_idle(window=size.settle)
                     except Exception as exc:
                         results.fail(scenario.name, contender.name, exc)
-                        log(f"{scenario.name:12} run {run + 1} {contender.name:15} FAILED {exc}")
+                        log(f"{scenario.name:12} run {run + 1} {contender.name:16} FAILED {exc}")
                         continue
                     results.add(scenario.name, contender.name, figures)
                     shown = ", ".join(f"{k}={_short(v)}" for k, v in figures.items())
                     log(
-                        f"{scenario.name:12} run {run + 1} {contender.name:15} "
+                        f"{scenario.name:12} run {run + 1} {contender.name:16} "
                         f"{time.monotonic() - took:5.1f}s {shown}"
                     )
         for name, count in fleet.logged_errors.items():

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import client
+from . import client, paced
 from .apps.common import BATCH_SIZE
 from .client import Stream, bounded
 from .server import Server
@@ -49,6 +49,15 @@ class Size:
     llm_tokens: int = 20
     llm_delay: float = 0.05
     llm_seconds: int = 6
+    paced_streams: int = 250
+    paced_events: int = 400
+    paced_delay: float = 0.01
+    paced_ramp: float = 0.5  # seconds over which the streams open
+    capacity_events: int = 250  # per stream, in each trial of the capacity search
+    capacity_start: int = 250
+    capacity_limit: int = 8192
+    capacity_trials: int = 7  # loads tried, at most
+    capacity_budget: float = 30.0  # seconds per contender
     fanout_subscribers: int = 1000
     fanout_rate: float = 20.0  # publishes per second
     fanout_seconds: float = 10.0
@@ -77,6 +86,14 @@ SMOKE = Size(
     llm_tokens=3,
     llm_delay=0.01,
     llm_seconds=1,
+    paced_streams=8,
+    paced_events=20,
+    paced_ramp=0.05,
+    capacity_events=10,
+    capacity_start=4,
+    capacity_limit=8,
+    capacity_trials=2,
+    capacity_budget=10.0,
     fanout_subscribers=20,
     fanout_rate=10.0,
     fanout_seconds=1.0,
@@ -181,6 +198,75 @@ def llm(server: Server, size: Size) -> Figures:
     }
 
 
+# -- paced streams, measured by the paced client ------------------------------------------
+
+
+def paced_cpu(server: Server, size: Size) -> Figures:
+    """Server CPU per event of ``paced_streams`` streams of ``paced_events`` events, one
+    every ``paced_delay`` s, and the events' lateness."""
+    load = paced.Load(
+        size.paced_streams, size.paced_events, size.paced_delay, size.paced_ramp, grace=2.0
+    )
+    outcome = paced.run(server, load, size.settle)
+    cost = outcome.cpu_us_per_event
+    return {
+        "cpu_us_per_event": cost,
+        # How many such streams a whole core's time would cover at this cost: a reference
+        # for the capacity that noise on the server's core does not move as it moves lateness.
+        "streams_per_core": None if not cost else size.paced_delay / (cost * 1e-6),
+        "p50_ms": outcome.p50_ms,
+        "p99_ms": outcome.p99_ms,
+        "max_ms": outcome.max_ms,
+        "events": outcome.events,
+        "expected": outcome.expected,
+        "server_busy": outcome.server_busy,
+        "server_waited": outcome.server_waited,
+        "client_busy": outcome.client_busy,
+    }
+
+
+def paced_capacity(server: Server, size: Size) -> Figures:
+    """The most concurrent paced streams (``capacity_events`` events, one every
+    ``paced_delay`` s) the server sustains with p99 lateness within ``paced.LATE_MS``."""
+
+    def trial(streams: int) -> paced.Outcome:
+        load = paced.Load(
+            streams, size.capacity_events, size.paced_delay, size.paced_ramp, grace=1.0
+        )
+        return paced.run(server, load, size.settle)
+
+    streams, trials = paced.capacity(
+        trial,
+        start=size.capacity_start,
+        limit=size.capacity_limit,
+        trials=size.capacity_trials,
+        budget=size.capacity_budget,
+    )
+    best = next((t for t in trials if t.streams == streams and t.sustained), None)
+    above = [t for t in trials if t.streams > streams]
+    fewest = min((t.streams for t in above), default=None)
+    # Of the runs of the smallest load that failed, the best.
+    first_failed = min(
+        (t for t in above if t.streams == fewest),
+        key=lambda t: math.inf if t.p99_ms is None else t.p99_ms,
+        default=None,
+    )
+    return {
+        "streams": streams,
+        "events_s": streams / size.paced_delay,
+        "p99_ms": None if best is None else best.p99_ms,
+        "cpu_us_per_event": None if best is None else best.cpu_us_per_event,
+        "server_busy": None if best is None else best.server_busy,
+        "failed_streams": None if first_failed is None else first_failed.streams,
+        "failed_p99_ms": None if first_failed is None else first_failed.p99_ms,
+        "failed_waited": None if first_failed is None else first_failed.server_waited,
+        # The most of its core the client used in any run: near 1, the client may have been
+        # the limit, and the capacity is a floor.
+        "client_busy": max(t.client_busy for t in trials),
+        "trials": len(trials),  # runs, the repeated runs of failed loads included
+    }
+
+
 # -- what wrk cannot express, measured by the asyncio client ------------------------------
 
 
@@ -213,7 +299,7 @@ def first_event(server: Server, size: Size) -> Figures:
         ]
 
     times = sorted(t * 1000 for t in client.run(main))
-    return {"p50_ms": statistics.median(times), "p99_ms": _percentile(times, 99)}
+    return {"p50_ms": statistics.median(times), "p99_ms": client.percentile(times, 99)}
 
 
 def idle_memory(server: Server, size: Size) -> Figures:
@@ -340,11 +426,6 @@ async def _disconnect_trial(server: Server, path: str, size: Size) -> tuple[floa
     return (float(stamp) - closed_at) * 1000, "stopped"
 
 
-def _percentile(ordered: list[float], percent: float) -> float:
-    index = min(len(ordered) - 1, math.ceil(percent / 100 * len(ordered)) - 1)
-    return ordered[max(0, index)]
-
-
 @dataclass(frozen=True)
 class Scenario:
     """A scenario and how the harness runs it."""
@@ -360,6 +441,14 @@ class Scenario:
 
 SCENARIOS = (
     Scenario("batch", "Batch: 100-item JSON body", batch, "wrk", batch_only=True),
+    Scenario("paced_cpu", "Paced streams: server CPU per event", paced_cpu, "paced asyncio client"),
+    Scenario(
+        "paced_capacity",
+        "Paced streams: most concurrent streams one core sustains",
+        paced_capacity,
+        "paced asyncio client",
+        repeat=False,
+    ),
     Scenario("streams", "100-event streams", streams, "wrk"),
     Scenario("long_stream", "One long stream", long_stream, "asyncio client"),
     Scenario("first_event", "Time to first event", first_event, "asyncio client"),

@@ -138,6 +138,19 @@ def test_batch_asgistream(benchmark: Any) -> None:
     assert len(orjson.loads(body)["items"]) == BATCH_SIZE
 
 
+async def _events() -> AsyncIterator[Any]:
+    for i in range(BATCH_SIZE):
+        yield Event(item(i), id=i)
+
+
+@batch
+def test_batch_asgistream_events(benchmark: Any) -> None:
+    """The same with ``Event(item, id=i)`` items, as the demo's ``/items`` yields them
+    (building the events included)."""
+    body = benchmark(lambda: _drive(collect(_events(), as_list()())))
+    assert orjson.loads(body)["items"][1] == item(1)
+
+
 async def _orjson_body() -> bytes:
     return orjson.dumps({"items": [i async for i in _items()]})
 

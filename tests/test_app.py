@@ -21,6 +21,7 @@ from asgistream import (
     Request,
     StreamOptions,
 )
+from asgistream._types import Receive, Scope, Send
 from asgistream.endpoint import Endpoint
 from asgistream.routing import compile_path
 from tests.helpers import FakeClient, until
@@ -385,3 +386,49 @@ async def test_without_a_lifespan_a_failed_start_up_answers_500s_logged_once(
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and errors[0].exc_info is not None
     assert "secret" in str(errors[0].exc_info[1])
+
+
+async def test_request_state_is_made_when_first_read_and_mounted_apps_get_it() -> None:
+    app = App()
+    app.state["db"] = "app's"
+    inner = App()
+    inner.state["cache"] = "inner's"
+    seen: dict[str, Any] = {}
+
+    @app.route("/quiet")
+    async def quiet(request: Request) -> None:
+        seen["quiet"] = request.scope.get("state")
+
+    @app.route("/reads")
+    async def reads(request: Request) -> dict[str, Any]:
+        request.state["mine"] = True
+        return dict(request.state)
+
+    @inner.route("/")
+    async def inner_reads(request: Request) -> dict[str, Any]:
+        return dict(request.state)
+
+    async def foreign(scope: Scope, receive: Receive, send: Send) -> None:
+        seen["foreign"] = scope["state"]
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    app.mount("/inner", inner)
+    app.mount("/foreign", foreign)
+    app._ready = True  # as after a lifespan start-up
+    server_state = {"db": "server's", "pool": 1}
+    for path, expected in [
+        ("/reads", {"db": "app's", "pool": 1, "mine": True}),
+        ("/inner", {"db": "app's", "pool": 1, "cache": "inner's"}),
+    ]:
+        client = FakeClient()
+        await app(_scope(path, dict(server_state)), client.receive, client.send)
+        assert json.loads(client.body) == expected
+    untouched = dict(server_state)
+    client = FakeClient()
+    await app(_scope("/quiet", untouched), client.receive, client.send)
+    assert seen["quiet"] is untouched  # nothing read it: no copy was made
+    client = FakeClient()
+    await app(_scope("/foreign", dict(server_state)), client.receive, client.send)
+    assert client.status == 204 and seen["foreign"] == {"db": "app's", "pool": 1}
+    assert app.state == {"db": "app's"} and inner.state == {"cache": "inner's"}

@@ -6,6 +6,7 @@ One module-scoped run of all scenarios (about 40 s) feeds the per-scenario check
 
 from __future__ import annotations
 
+import asyncio
 import math
 import struct
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 from benchmarks import report
 from benchmarks.contenders import CONTENDERS, Contender
 from benchmarks.fanout import SETUPS, run_fanout
+from benchmarks.paced import LATE_MS, Load, Outcome, Reader, capacity
 from benchmarks.profile import summarize
 from benchmarks.runner import Results, run_scenarios
 from benchmarks.scenarios import SCENARIOS, SMOKE, Figures, Scenario
@@ -40,7 +42,9 @@ def fanout() -> dict[str, Figures]:
 
 
 def _cases() -> list[tuple[Scenario, Contender]]:
-    return [(s, c) for s in SCENARIOS for c in CONTENDERS if c.batch or not s.batch_only]
+    return [
+        (s, c) for s in SCENARIOS for c in CONTENDERS if c.serves(s.name, batch_only=s.batch_only)
+    ]
 
 
 def _figures(results: Results, scenario: Scenario, contender: Contender) -> dict[str, float | None]:
@@ -77,6 +81,25 @@ def test_scenario_measures_sane_figures(
     elif name == "llm":
         assert figures["events_per_response"] == SMOKE.llm_tokens + 1  # the tokens and [DONE]
         assert _number(figures, "tokens_s") > 0
+    elif name == "paced_cpu":
+        expected = SMOKE.paced_streams * SMOKE.paced_events
+        assert figures["events"] == figures["expected"] == expected
+        cost = _number(figures, "cpu_us_per_event")
+        assert cost > 0
+        assert _number(figures, "streams_per_core") == pytest.approx(SMOKE.paced_delay / cost * 1e6)
+        lateness = [_number(figures, key) for key in ("p50_ms", "p99_ms", "max_ms")]
+        assert lateness == sorted(lateness) and lateness[-1] < 10_000
+        assert _number(figures, "server_busy") > 0 and _number(figures, "client_busy") > 0
+    elif name == "paced_capacity":
+        streams = _number(figures, "streams")
+        assert streams in (0, SMOKE.capacity_start, SMOKE.capacity_limit)
+        assert _number(figures, "events_s") == pytest.approx(streams / SMOKE.paced_delay)
+        assert 1 <= _number(figures, "trials") <= 3 * SMOKE.capacity_trials
+        if streams:
+            assert _number(figures, "p99_ms") <= LATE_MS
+            assert _number(figures, "cpu_us_per_event") > 0
+        if streams < SMOKE.capacity_limit:
+            assert figures["failed_streams"] is not None
     elif name == "long_stream":
         assert figures["events"] == SMOKE.long_events
         assert _number(figures, "events_s") > 0
@@ -99,6 +122,68 @@ def test_scenario_measures_sane_figures(
             assert 0 <= _number(figures, "send_only_ms") < 1000
     else:
         pytest.fail(f"no checks for scenario {name}")
+
+
+def _outcome(streams: int, p99_ms: float | None, waited: float = 0.0) -> Outcome:
+    return Outcome(streams, streams, streams, streams, p99_ms, p99_ms, p99_ms, 1.0, waited, 0.5, 2)
+
+
+def test_capacity_doubles_then_bisects_to_the_largest_sustained_load() -> None:
+    tried: list[int] = []
+
+    def trial(streams: int) -> Outcome:
+        tried.append(streams)
+        return _outcome(streams, 10.0 if streams <= 600 else 80.0)
+
+    streams, made = capacity(trial, start=250, limit=8192, trials=10, budget=60)
+    # 1000 fails, then bisection between 500 and 1000 to within 10%.
+    assert tried == [250, 500, 1000, 750, 625, 562, 593]
+    assert streams == 593 and [t.streams for t in made] == tried
+
+
+def test_capacity_halves_when_the_first_load_fails() -> None:
+    tried: list[int] = []
+
+    def trial(streams: int) -> Outcome:
+        tried.append(streams)
+        return _outcome(streams, 80.0 if streams > 100 else 10.0)
+
+    streams, _ = capacity(trial, start=250, limit=8192, trials=3, budget=60)
+    assert tried == [250, 125, 62] and streams == 62
+
+
+def test_capacity_runs_a_failed_load_again_while_the_server_waited_for_its_core() -> None:
+    tried: list[int] = []
+
+    def trial(streams: int) -> Outcome:
+        tried.append(streams)
+        # 500 fails twice with the server kept off its core for 40% of the run, then passes;
+        # 1000 fails undisturbed: once is enough.
+        disturbed = streams == 500 and tried.count(500) < 3
+        late = disturbed or streams == 1000
+        return _outcome(streams, 80.0 if late else 10.0, waited=0.4 if disturbed else 0.0)
+
+    streams, made = capacity(trial, start=250, limit=8192, trials=3, budget=60)
+    assert tried == [250, 500, 500, 500, 1000] and streams == 500
+    assert [t.disturbed for t in made] == [False, True, True, False, False]
+
+
+def test_paced_reader_counts_events_and_sees_the_end_wherever_reads_split() -> None:
+    events = [b"id: %d\ndata: {}\n\n" % i for i in range(3)]
+    body = b"".join(b"%x\r\n%b\r\n" % (len(event), event) for event in events) + b"0\r\n\r\n"
+    response = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + body
+    loop = asyncio.new_event_loop()
+    try:
+        for cut in range(12, len(response)):
+            lateness: list[float] = []
+            reader = Reader(Load(1, 3), lateness, loop.create_future())
+            for piece in (response[:cut], response[cut:]):
+                assert not reader.done.done()
+                reader.data_received(piece)
+            assert reader.events == len(lateness) == 3, cut
+            assert reader.done.done() and reader.status == 200
+    finally:
+        loop.close()
 
 
 def test_fanout_measures_sane_figures(fanout: dict[str, Figures]) -> None:

@@ -18,6 +18,7 @@ from asgistream.negotiation import (
     SCOPE_KEY,
     Mode,
     NegotiationError,
+    Negotiator,
     get_mode,
     negotiate,
     negotiate_scope,
@@ -637,6 +638,61 @@ def test_negotiate_scope_renegotiates_a_stored_mode_the_endpoint_lacks(
     assert got == expected
     if isinstance(expected, Mode):
         assert scope[SCOPE_KEY] is expected
+
+
+def _decided(negotiator: Negotiator, query: bytes, accept: list[bytes]) -> Mode | int:
+    scope = http_scope(query, *((b"accept", value) for value in accept))
+    try:
+        return negotiator(scope)
+    except NegotiationError as exc:
+        return exc.status
+
+
+@pytest.mark.parametrize("cache_size", [0, 3, 64])
+def test_a_negotiator_decides_as_negotiate_scope_whatever_it_remembers(cache_size: int) -> None:
+    rng = random.Random(7)
+    headers = [h.encode() for h in _headers()[:150]] + [b"*/*", b"", b"x" * 600]
+    queries = [b"", b"n=1", b"format=stream", b"stream=0", b"format=bad"]
+    for available in (BOTH, (B,), (S,)):
+        for default in available:
+            negotiator = Negotiator(default=default, available=available, cache_size=cache_size)
+            for _ in range(400):  # values come back, as clients repeat theirs
+                query = rng.choice(queries)
+                accept = [rng.choice(headers) for _ in range(rng.choice([0, 1, 1, 1, 2]))]
+                scope = http_scope(query, *((b"accept", value) for value in accept))
+                try:
+                    expected: Mode | int = negotiate_scope(
+                        scope, default=default, available=available
+                    )
+                except NegotiationError as exc:
+                    expected = exc.status
+                assert _decided(negotiator, query, accept) == expected, (query, accept)
+            assert len(negotiator._decisions) <= cache_size
+            assert all(len(key) <= 512 for key in negotiator._decisions)
+
+
+def test_a_negotiator_raises_a_fresh_406_each_time() -> None:
+    negotiator = Negotiator(available=(S,))
+    errors = []
+    for _ in range(2):
+        with pytest.raises(NegotiationError) as info:
+            negotiator(http_scope(b"", (b"accept", b"application/json")))
+        errors.append(info.value)
+    assert errors[0] is not errors[1] and errors[1].status == 406
+    assert orjson.loads(errors[1].body())["error"]["available"] == ["text/event-stream"]
+
+
+def test_a_negotiator_remembers_short_values_only() -> None:
+    negotiator = Negotiator()
+    long = b"text/event-stream;q=0.5, " + b"x" * 600
+    assert negotiator(http_scope(b"", (b"accept", long))) is S
+    assert negotiator(http_scope(b"", (b"accept", b"text/event-stream;q=0.5"))) is S
+    assert list(negotiator._decisions) == ["text/event-stream;q=0.5"]
+
+
+def test_a_negotiator_needs_a_mode() -> None:
+    with pytest.raises(ValueError, match="at least one mode"):
+        Negotiator(available=())
 
 
 def test_get_mode_ignores_what_is_not_a_mode() -> None:

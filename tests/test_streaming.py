@@ -9,7 +9,7 @@ import anyio.lowlevel
 import pytest
 
 from asgistream import Event, EventStreamResponse, HTTPError, StreamOptions
-from asgistream.streaming import FLUSH_BYTES
+from asgistream.streaming import FLUSH_BYTES, _Stream
 from tests.helpers import FakeClient
 
 pytestmark = pytest.mark.anyio
@@ -204,7 +204,14 @@ async def test_producer_that_swallows_cancellation_is_still_stopped() -> None:
 
 
 def test_invalid_options_fail_at_construction() -> None:
-    for bad in ({"heartbeat": -1}, {"idle_timeout": float("nan")}, {"retry": -5}):
+    for bad in (
+        {"heartbeat": -1},
+        {"idle_timeout": float("nan")},
+        {"retry": -5},
+        {"max_events": -1},
+        {"max_events": 2.0},
+        {"max_bytes": True},
+    ):
         with pytest.raises(ValueError):
             StreamOptions(**bad)
 
@@ -263,3 +270,121 @@ async def test_a_failure_while_closing_is_logged_once(caplog: pytest.LogCaptureF
         b'"message":"Internal server error"}}\n\n'
     )
     assert [r.exc_info[0] for r in caplog.records if r.exc_info] == [KeyError]
+
+
+_LIMIT_TAIL = b'"type":"stream_limit","message":"The stream reached its limit of '
+
+
+@pytest.mark.parametrize("paced", [False, True])
+async def test_max_events_closes_the_producer_and_ends_with_stream_limit(paced: bool) -> None:
+    finished = []
+
+    async def producer() -> AsyncIterator[int]:
+        i = 0
+        try:
+            while True:
+                yield i
+                i += 1
+                if paced:
+                    await anyio.sleep(0.001)
+        finally:
+            finished.append(i)
+
+    client = FakeClient()
+    with anyio.fail_after(3):
+        await run(EventStreamResponse(producer(), StreamOptions(max_events=3)), client)
+    body = client.body
+    # Three events, not the fourth item: the producer was closed where it yielded it.
+    assert body.startswith(b"id: 0\ndata: 0\n\nid: 1\ndata: 1\n\nid: 2\ndata: 2\n\n")
+    assert b"data: 3" not in body and finished == [3]
+    assert body.endswith(
+        b'event: error\ndata: {"error":{' + _LIMIT_TAIL + b'3 events (max_events)",'
+        b'"limit":"max_events"}}\n\n'
+    )
+    assert client.messages[-1]["more_body"] is False
+
+
+async def test_max_bytes_counts_the_encoded_events() -> None:
+    async def producer() -> AsyncIterator[str]:
+        for _ in range(10):
+            yield "x" * 10
+
+    event = b"data: " + b"x" * 10 + b"\n\n"
+    client = FakeClient()
+    options = StreamOptions(ids=False, max_bytes=2 * len(event) + 1)
+    await run(EventStreamResponse(producer(), options), client)
+    body = client.body
+    assert body.startswith(event * 2 + b"event: error\n")
+    assert b"%d bytes of events (max_bytes)" % (2 * len(event) + 1) in body
+    assert b'"limit":"max_bytes"' in body
+
+
+async def test_a_limit_passed_by_the_first_event_is_an_http_error() -> None:
+    async def producer() -> AsyncIterator[str]:
+        yield "too long"
+
+    client = FakeClient()
+    await run(EventStreamResponse(producer(), StreamOptions(max_bytes=5)), client)
+    assert client.status == 500
+    assert client.body.startswith(b'{"error":{' + _LIMIT_TAIL + b"5 bytes of events")
+
+
+async def test_events_faster_than_the_idle_timeout_never_trip_it() -> None:
+    async def producer() -> AsyncIterator[int]:
+        for i in range(12):
+            await anyio.sleep(0.02)
+            yield i
+
+    client = FakeClient()
+    with anyio.fail_after(3):
+        # The stream outlives the timeout many times over, each wait well within it.
+        await run(EventStreamResponse(producer(), StreamOptions(idle_timeout=0.06)), client)
+    assert client.body.count(b"data: ") == 12 and b"timeout" not in client.body
+    assert client.messages[-1]["more_body"] is False
+
+
+async def test_a_send_that_blocks_past_send_timeout_ends_the_stream() -> None:
+    finished = []
+    blocked = anyio.Event()
+
+    async def producer() -> AsyncIterator[int]:
+        try:
+            for i in range(3):
+                yield i
+                await anyio.lowlevel.checkpoint()
+        finally:
+            finished.append(True)
+
+    class StuckClient(FakeClient):
+        async def send(self, message: dict[str, object]) -> None:
+            if message.get("body", b"").startswith(b"id: 1"):  # type: ignore[union-attr]
+                blocked.set()
+                await anyio.sleep_forever()
+            await super().send(message)
+
+    client = StuckClient()
+    with anyio.fail_after(3):
+        await run(EventStreamResponse(producer(), StreamOptions(send_timeout=0.1)), client)
+    assert blocked.is_set() and finished == [True]
+    assert client.body == b"id: 0\ndata: 0\n\n"
+
+
+async def test_a_heartbeat_counts_silence_from_the_end_of_a_blocked_write() -> None:
+    # The schedule's arithmetic on a clock under the test's control: a write records only
+    # when it begins, so a write seen still running must push the next heartbeat back.
+    async def producer() -> AsyncIterator[int]:
+        yield 1
+
+    now = [0.0]
+    response = EventStreamResponse(producer(), StreamOptions(heartbeat=10))
+    stream = _Stream(response, FakeClient().send, FakeClient().receive)
+    stream.clock = lambda: now[0]
+    stream.last_write = 0.0
+    stream.sending = True
+    now[0] = 8.0
+    assert stream.due() == 10  # blocked: no heartbeat can pass, look again later
+    stream.sending = False  # the write ends some time after 8 s
+    now[0] = 12.0
+    assert stream.due() == pytest.approx(6.0)  # silence counted from 8 s, not from 0
+    now[0] = 18.0
+    assert stream.due() == 0.0

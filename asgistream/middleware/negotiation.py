@@ -12,7 +12,7 @@ from collections.abc import Callable
 from .._headers import with_vary_accept
 from .._types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import send_error
-from ..negotiation import Mode, NegotiationError, negotiate_scope
+from ..negotiation import Mode, NegotiationError, Negotiator
 
 __all__ = ["NegotiationMiddleware"]
 
@@ -35,13 +35,14 @@ class NegotiationMiddleware:
         self.app = app
         self.default = Mode(default)
         self.include = include
+        self.negotiator = Negotiator(default=self.default)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or (self.include is not None and not self.include(scope)):
             await self.app(scope, receive, send)
             return
         try:
-            negotiate_scope(scope, default=self.default)
+            self.negotiator(scope)
         except NegotiationError as exc:
             await send_error(send, exc, with_vary_accept())
             return

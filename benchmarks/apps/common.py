@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +46,13 @@ def record_finally(run: str | None, reason: str) -> None:
 
 
 async def items(
-    n: int = BATCH_SIZE, cap: float = 30.0, run: str | None = None
+    n: int = BATCH_SIZE,
+    cap: float = 30.0,
+    run: str | None = None,
+    make: Callable[[int], Any] = item,
 ) -> AsyncGenerator[Any, None]:
-    """``n`` items (``n < 0``: endless) without awaiting anything, for at most ``cap`` s.
+    """``n`` items (``n < 0``: endless) without awaiting anything, for at most ``cap`` s;
+    ``make(i)`` builds the ``i``-th (an app that yields its own item type passes its own).
 
     A consumer that awaits only ``send`` between items is "send-only": it gives the event
     loop no chance to notice a disconnect unless the framework adds one.
@@ -61,7 +65,7 @@ async def items(
             if not i & _CAP_CHECK_MASK and time.monotonic() > deadline:
                 reason = "cap"
                 return
-            yield item(i)
+            yield make(i)
             i += 1
         reason = "end"
     finally:
@@ -69,18 +73,34 @@ async def items(
 
 
 async def paced(
-    delay: float, cap: float = 30.0, run: str | None = None
+    delay: float,
+    n: int = -1,
+    start: float | None = None,
+    cap: float = 30.0,
+    run: str | None = None,
 ) -> AsyncGenerator[Any, None]:
-    """An item every ``delay`` seconds, endlessly, for at most ``cap`` s."""
-    deadline = time.monotonic() + cap
+    """``n`` items (``n < 0``: endless), item ``i`` due ``(i + 1) * delay`` s after ``start``
+    (``time.monotonic()``; default: now), for at most ``cap`` s after ``start``.
+
+    Each sleep lasts until the next item's due time, not ``delay`` after the previous item:
+    an item is then late only by what the server did not get to in time, and lateness does
+    not pile up over a long stream (``asyncio.sleep(delay)`` per item would add the event
+    loop's timer slack every time). The client knows the schedule from the same ``start``.
+    """
+    begun = time.monotonic() if start is None else start
+    deadline = begun + cap
     reason = "stopped"
     try:
         i = 0
-        while time.monotonic() < deadline:
-            await asyncio.sleep(delay)
+        while i != n:
+            due = begun + (i + 1) * delay
+            if due > deadline:
+                reason = "cap"
+                return
+            await asyncio.sleep(due - time.monotonic())
             yield item(i)
             i += 1
-        reason = "cap"
+        reason = "end"
     finally:
         record_finally(run, reason)
 

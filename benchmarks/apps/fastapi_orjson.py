@@ -48,8 +48,14 @@ async def items(
 
 
 @app.get("/paced")
-async def paced(delay: float = 0.01, cap: float = 30, run: str | None = None) -> Any:
-    return _stream(common.paced(delay, cap, run))
+async def paced(
+    delay: float = 0.01,
+    n: int = -1,
+    start: float | None = None,
+    cap: float = 30,
+    run: str | None = None,
+) -> Any:
+    return _stream(common.paced(delay, n, start, cap, run))
 
 
 @app.get("/idle")

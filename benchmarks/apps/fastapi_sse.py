@@ -30,9 +30,13 @@ async def items(
 
 @app.get("/paced", response_class=EventSourceResponse)
 async def paced(
-    delay: float = 0.01, cap: float = 30, run: str | None = None
+    delay: float = 0.01,
+    n: int = -1,
+    start: float | None = None,
+    cap: float = 30,
+    run: str | None = None,
 ) -> AsyncIterator[ServerSentEvent]:
-    async with contextlib.aclosing(common.paced(delay, cap, run)) as source:
+    async with contextlib.aclosing(common.paced(delay, n, start, cap, run)) as source:
         i = 0
         async for item in source:
             yield ServerSentEvent(data=item, id=str(i))

@@ -50,8 +50,13 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         else:
             await _stream(source, send)
     elif path == "/paced":
+        start = query.get("start")
         source = common.paced(
-            float(query.get("delay", 0.01)), float(query.get("cap", 30)), query.get("run")
+            float(query.get("delay", 0.01)),
+            int(query.get("n", -1)),
+            None if start is None else float(start),
+            float(query.get("cap", 30)),
+            query.get("run"),
         )
         await _watched(source, receive, send)
     elif path == "/idle":

@@ -38,8 +38,13 @@ async def items(request: Request) -> Response:
 
 async def paced(request: Request) -> Response:
     query = request.query_params
+    start = query.get("start")
     source = common.paced(
-        float(query.get("delay", 0.01)), float(query.get("cap", 30)), query.get("run")
+        float(query.get("delay", 0.01)),
+        int(query.get("n", -1)),
+        None if start is None else float(start),
+        float(query.get("cap", 30)),
+        query.get("run"),
     )
     return EventSourceResponse(_events(source))
 
