@@ -240,6 +240,7 @@ class RedisBackend:
         A cancellation that arrives as the command completes is raised, never lost: on
         Python 3.11, redis-py sends through ``asyncio.wait_for``, which then returns the
         result and drops the cancellation (a stream whose client left would wait forever).
+        It is raised as the scope that cancelled expects, so that scope still catches it.
         """
         task = asyncio.current_task()
         cancelling = task.cancelling() if task is not None else 0
@@ -249,5 +250,8 @@ class RedisBackend:
             logger.warning("redis unavailable: %s", exc)
             raise self.unavailable() from None
         if task is not None and task.cancelling() > cancelling:
+            # A cancelled anyio scope (a task group, a timeout) catches only its own
+            # cancellation: let it deliver that again. A bare task.cancel() gets a bare one.
+            await anyio.lowlevel.checkpoint_if_cancelled()
             raise asyncio.CancelledError
         return result
