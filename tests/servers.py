@@ -34,17 +34,7 @@ SERVERS: dict[str, Command] = {
         "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--no-access-log"
     ),
     # a supervisor process and two worker processes that share the socket
-    "uvicorn-w2": lambda app, port: _python(
-        "uvicorn",
-        app,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-        "--workers",
-        "2",
-    ),
+    "uvicorn-w2": lambda app, port: [*SERVERS["uvicorn"](app, port), "--workers", "2"],
     # hypercorn's default: the app runs in one worker process beside the main one
     "hypercorn": lambda app, port: _python("hypercorn", app, "--bind", f"127.0.0.1:{port}"),
     # -w 0: the app runs in the main process
