@@ -92,10 +92,7 @@ def negotiate(
         requested = _query_mode(query_string, available)
         if requested is not None:
             return requested
-    weights = accept_weights(accept)
-    if weights is None:
-        return default if default in available else _only_mode(available)
-    return _choose(weights, default, available)
+    return _decide(accept_weights(accept), default, available)
 
 
 def negotiate_scope(
@@ -180,11 +177,8 @@ class Negotiator:
         return decision
 
     def _weigh(self, header: str) -> Mode | None:
-        weights = accept_weights(header)
-        if weights is None:
-            return self._fallback
         try:
-            return _choose(weights, self.default, self.available)
+            return _decide(accept_weights(header), self.default, self.available)
         except NegotiationError:
             return None
 
@@ -209,6 +203,13 @@ def get_mode(scope: Scope) -> Mode | None:
 
 def _only_mode(available: Collection[Mode]) -> Mode:
     return Mode.BATCH if Mode.BATCH in available else Mode.STREAM
+
+
+def _decide(weights: tuple[int, int] | None, default: Mode, available: Collection[Mode]) -> Mode:
+    """The mode ``Accept``'s weights choose; without an ``Accept``, ``default`` if offered."""
+    if weights is None:
+        return default if default in available else _only_mode(available)
+    return _choose(weights, default, available)
 
 
 def _choose(weights: tuple[int, int], default: Mode, available: Collection[Mode]) -> Mode:

@@ -48,17 +48,22 @@ class Server:
         raise RuntimeError("no VmRSS line")
 
     def stop(self, timeout: float = 10.0) -> float:
-        """Send SIGTERM, wait for exit and return how long it took in seconds."""
+        """Send SIGTERM, wait for exit and return how long it took in seconds; after
+        ``timeout`` seconds, :meth:`force_kill` it and raise ``TimeoutError``."""
         started = time.monotonic()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                self.force_kill()
                 self.process.wait()
-                raise
+                raise TimeoutError(f"{self.url} still running {timeout}s after SIGTERM") from None
         return time.monotonic() - started
+
+    def force_kill(self) -> None:
+        """SIGKILL, at once."""
+        self.process.kill()
 
 
 def _wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:

@@ -121,20 +121,10 @@ class Running(Server):
             return None
         return time.monotonic() - started
 
-    def stop(self, timeout: float = 10.0) -> float:
-        """SIGTERM to the server's pid, SIGKILL to its group after ``timeout`` seconds; return
-        how long it took to exit (``TimeoutError`` once killed, if it had to be)."""
-        started = time.monotonic()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGKILL)  # its workers too
-                self.process.wait()
-                raise TimeoutError(f"{self.name} still running {timeout}s after SIGTERM") from None
-        return time.monotonic() - started
+    def force_kill(self) -> None:
+        """SIGKILL to the server's whole process group: its workers too."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager
@@ -180,6 +170,5 @@ def serve_command(
     finally:
         with contextlib.suppress(TimeoutError):
             server.stop()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGKILL)  # a worker the main process left behind
+        server.force_kill()  # a worker the main process left behind
         server.log_path.unlink(missing_ok=True)
