@@ -11,18 +11,19 @@ through the same :class:`~asgistream.disconnect.Watch` a stream uses.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Callable, Generator
+from collections.abc import AsyncIterable, Callable
+from types import AsyncGeneratorType
 from typing import Any, Protocol
 
 import anyio.lowlevel
 import orjson
 
-from ._headers import ResponseHeaders, encode_headers
+from ._headers import RawHeaders, ResponseHeaders, encode_headers
 from ._types import Receive, Scope, Send
 from .disconnect import now, watch
 from .errors import HTTPError, as_http_error, send_error
 from .options import DEFAULT_MAX_BYTES, DEFAULT_MAX_ITEMS, BatchOptions
-from .producer import aclose, finish_step, start_step
+from .producer import aclose, finish_step
 from .sse import Event
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "collect",
     "joined_text",
     "last_item",
+    "respond",
 ]
 
 _BLOCK_ITEMS = 1024
@@ -197,7 +199,10 @@ async def collect(
         if block:
             _take(reducer, block, count, size, max_items, max_bytes)
     finally:
-        await aclose(iterator)
+        # An async generator that has ended has nothing left to close (its frame is gone):
+        # awaiting its aclose() would only cost an awaitable per request.
+        if type(iterator) is not AsyncGeneratorType or iterator.ag_frame is not None:
+            await aclose(iterator)
     body = reducer.body()
     if max_bytes is not None and len(body) > max_bytes:
         raise _too_large(f"more than {max_bytes} bytes")
@@ -270,68 +275,74 @@ class BatchResponse:
         self.headers = encode_headers(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        options = self.options
-        deadline = None if options.timeout is None else now() + options.timeout
-        body = b""
-        error: HTTPError | None = None
-        collecting = collect(
-            self.producer,
-            (options.reduce or _default_reducer)(),
-            max_items=options.max_items,
-            max_bytes=options.max_bytes,
-        )
-        step: Generator[Any, Any, bytes] | None = None
-        pending: Any = None
-        waits = True
-        if _on_asyncio():
-            # Collection runs until the producer first waits; most never do, and their batch
-            # is complete before any watcher is needed. One that waits is watched from there
-            # on. (Not on trio: its cancel scopes nest, so the watcher's must be open before
-            # the producer opens any.)
-            step = collecting.__await__()
-            try:
-                waits, pending = start_step(step)
-            except Exception as exc:
-                waits, error = False, as_http_error(exc, "producer failed")
-            else:
-                if not waits:
-                    body = pending
-        if waits:
-            watcher = watch(receive)
-            async with watcher:
-                if deadline is not None:
-                    watcher.deadline(deadline)
-                try:
-                    if step is None:
-                        body = await collecting
-                    else:
-                        body = await finish_step(step, pending)
-                except Exception as exc:
-                    error = as_http_error(exc, "producer failed")
-            if watcher.disconnected:
-                return
-            if watcher.reason == "timeout":
-                error = HTTPError(
-                    504, f"The batch was not complete within {options.timeout} s", type="timeout"
-                )
+        await respond(self.producer, self.options, self.status, self.headers, receive, send)
+
+
+async def respond(
+    producer: AsyncIterable[Any],
+    options: BatchOptions,
+    status: int,
+    headers: RawHeaders,
+    receive: Receive,
+    send: Send,
+) -> None:
+    """What :class:`BatchResponse` does, for a caller that already has its headers encoded
+    (a :class:`~asgistream.DualEndpoint` answers every batch request this way, without an
+    object per request). ``headers`` are not copied: they are only read."""
+    timeout = options.timeout
+    deadline = None if timeout is None else now() + timeout
+    body = b""
+    error: HTTPError | None = None
+    collecting = collect(
+        producer,
+        (options.reduce or _default_reducer)(),
+        max_items=options.max_items,
+        max_bytes=options.max_bytes,
+    )
+    pending: Any = None
+    waits = True
+    on_asyncio = _on_asyncio()
+    if on_asyncio:
+        # Collection runs until the producer first waits; most never do, and their batch is
+        # complete before any watcher is needed. One that waits is watched from there on.
+        # (Not on trio: its cancel scopes nest, so the watcher's must be open before the
+        # producer opens any.)
         try:
-            if error is not None:
-                await send_error(send, error, self.headers)
-                return
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": self.status,
-                    "headers": [
-                        _JSON,
-                        (b"content-length", b"%d" % len(body)),
-                        *self.headers,
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
-        except OSError:
+            pending = collecting.send(None)
+        except StopIteration as stop:
+            waits, body = False, stop.value
+        except Exception as exc:
+            waits, error = False, as_http_error(exc, "producer failed")
+    if waits:
+        watcher = watch(receive)
+        async with watcher:
+            if deadline is not None:
+                watcher.deadline(deadline)
+            try:
+                if on_asyncio:
+                    body = await finish_step(collecting.__await__(), pending)
+                else:
+                    body = await collecting
+            except Exception as exc:
+                error = as_http_error(exc, "producer failed")
+        if watcher.disconnected:
             return
+        if watcher.reason == "timeout":
+            error = HTTPError(504, f"The batch was not complete within {timeout} s", type="timeout")
+    try:
+        if error is not None:
+            await send_error(send, error, headers)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [_JSON, (b"content-length", b"%d" % len(body)), *headers],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+    except OSError:
+        return
 
 
 _JSON = (b"content-type", b"application/json")

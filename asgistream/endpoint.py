@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterable, Awaitable, Callable, Collection
-from types import AsyncGeneratorType
+from types import AsyncGeneratorType, CoroutineType
 from typing import Any
 
 from ._headers import ResponseHeaders, encode_headers, with_vary_accept
 from ._types import ASGIApp, Receive, Scope, Send
-from .batch import BatchResponse
+from .batch import respond as respond_batch
 from .errors import as_http_error, send_error
 from .negotiation import Mode, Negotiator
 from .options import BatchOptions, StreamOptions
@@ -120,18 +120,24 @@ class DualEndpoint:
                 # Read it now: once the response runs, its disconnect watcher owns receive().
                 await request.body()
             producer = self.producer(request)
-            if type(producer) is not AsyncGeneratorType and inspect.isawaitable(producer):
+            # The two usual kinds (an async generator, or the coroutine of an async function
+            # that returns one) are told apart without calling inspect.isawaitable().
+            if isinstance(producer, CoroutineType) or (
+                type(producer) is not AsyncGeneratorType and inspect.isawaitable(producer)
+            ):
                 producer = await producer
         except Exception as exc:
             error = as_http_error(exc, "producer function failed")
             await send_error(send, error, self.error_headers)
             return
-        response: ASGIApp
         if mode is Mode.STREAM:
-            response = EventStreamResponse(producer, self.stream, headers=self.headers)
+            await EventStreamResponse(producer, self.stream, headers=self.headers)(
+                scope, receive, send
+            )
         else:
-            response = BatchResponse(producer, self.batch, headers=self.headers)
-        await response(scope, receive, send)
+            # What BatchResponse(producer, ...) would do, without building one per request:
+            # the headers are encoded once, here.
+            await respond_batch(producer, self.batch, 200, self.headers, receive, send)
 
 
 def _has_body(scope: Scope) -> bool:

@@ -143,31 +143,36 @@ class Negotiator:
         self.cache_size = cache_size
         self._fallback = self.default if self.default in self.available else _only_mode(available)
         # Accept value -> the mode it chooses, or None where it rules out every mode (406).
-        self._decisions: dict[str, Mode | None] = {}
+        self._decisions: dict[bytes, Mode | None] = {}
 
     def __call__(self, scope: Scope) -> Mode:
         """The mode of the request in ``scope``, stored under :data:`SCOPE_KEY`."""
         stored = scope.get(SCOPE_KEY)
         if stored is not None and isinstance(stored, Mode) and stored in self.available:
             return stored
-        query_string = scope.get("query_string", b"")
-        mode = None
-        if query_string:
-            mode = _query_mode(query_string, self.available)
+        query_string = scope.get("query_string")
+        mode = _query_mode(query_string, self.available) if query_string else None
         if mode is None:
-            mode = self._by_accept(_accept_header(scope))
+            mode = self._by_accept(scope)
         scope[SCOPE_KEY] = mode
         return mode
 
-    def _by_accept(self, accept: list[str] | None) -> Mode:
-        if accept is None:
+    def _by_accept(self, scope: Scope) -> Mode:
+        # The header's bytes are the key, as they come: most requests are then decided
+        # without decoding anything or building a list.
+        header: bytes | None = None
+        for name, value in scope.get("headers", ()):
+            if name == b"accept" or (len(name) == 6 and name.lower() == b"accept"):
+                header = value if header is None else header + b"," + value
+        if header is None:
             return self._fallback
-        header = accept[0] if len(accept) == 1 else ",".join(accept)
+        if type(header) is not bytes:  # a bytearray from some middleware: not hashable
+            header = bytes(header)
         decisions = self._decisions
         try:
             decision = decisions[header]
         except KeyError:
-            decision = self._weigh(header)
+            decision = self._weigh(header.decode("latin-1"))
             if self.cache_size > 0 and len(header) <= _CACHED_LENGTH:
                 if len(decisions) >= self.cache_size:
                     del decisions[next(iter(decisions))]  # the oldest goes

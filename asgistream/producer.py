@@ -4,12 +4,13 @@ A producer is an async iterator (usually an async generator) of items. An item i
 sent as JSON data, ``str``/``bytes`` sent as text, or an :class:`~asgistream.Event` for
 full control in stream mode (batch mode collects its ``data``).
 
-``start_step`` and ``finish_step`` split one ``await producer.__anext__()`` in two (they
-drive the awaitable's ``__await__()`` iterator), so the caller learns whether the producer
-has an item ready *now* or is about to wait. Streaming
-uses it to coalesce the items that are already there into one ``send`` while sending a lone
-item at once. ``finish_step`` is exactly what ``await`` does with the rest of the step, so
-cancellation and exceptions reach the producer as they would through a plain ``await``.
+A response may run the first part of one ``await producer.__anext__()`` itself (driving the
+step's ``__await__()`` iterator until it finishes or first waits), to learn whether the
+producer has an item ready *now* or is about to wait: streaming coalesces the items that are
+already there into one ``send`` and sends a lone item at once; batch collects without a
+watcher until the producer first waits. ``finish_step`` then awaits the rest of the step
+exactly as ``await`` would, so cancellation and exceptions reach the producer as they would
+through a plain ``await``.
 """
 
 from __future__ import annotations
@@ -18,30 +19,16 @@ import types
 from collections.abc import AsyncIterator, Generator
 from typing import Any
 
-__all__ = ["Producer", "aclose", "finish_step", "start_step"]
+__all__ = ["Producer", "aclose", "finish_step"]
 
 Producer = AsyncIterator[Any]
-
-
-def start_step(step: Generator[Any, Any, Any]) -> tuple[bool, Any]:
-    """Run ``step`` until it finishes or first waits.
-
-    Returns ``(False, item)`` when it finished with an item, and ``(True, pending)`` when it
-    waits; then ``pending`` must be given to :func:`finish_step`. Exceptions of the step,
-    ``StopAsyncIteration`` included, propagate.
-    """
-    try:
-        pending = step.send(None)
-    except StopIteration as stop:
-        return False, stop.value
-    return True, pending
 
 
 @types.coroutine
 def finish_step(
     step: Generator[Any, Any, Any], pending: Any, throw: BaseException | None = None
 ) -> Generator[Any, Any, Any]:
-    """Await the rest of a step that :func:`start_step` left waiting on ``pending``.
+    """Await the rest of a step whose first part, run by the caller, waits on ``pending``.
 
     With ``throw``, that exception is raised first where the step waits, as if it had come
     through its await.

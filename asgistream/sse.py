@@ -19,7 +19,7 @@ from typing import Any, final
 
 import orjson
 
-__all__ = ["DONE", "HEARTBEAT", "Event", "encode", "encode_comment"]
+__all__ = ["DONE", "HEARTBEAT", "Event", "encode", "encode_comment", "encode_event"]
 
 DONE = b"data: [DONE]\n\n"
 """The OpenAI-style terminal sentinel."""
@@ -29,7 +29,6 @@ HEARTBEAT = b":\n\n"
 
 _BINARY = (bytes, bytearray, memoryview)  # sent as text; a tuple tests faster than a union
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
-_FORBIDDEN_IN_FIELD = re.compile(r"[\r\n\x00]")
 
 
 @final
@@ -61,9 +60,7 @@ class Event:
 
     def encode(self) -> bytes:
         """The bytes of this event on the wire."""
-        return encode(
-            self.data, event=self.event, id=self.id, retry=self.retry, comment=self.comment
-        )
+        return _encode(self.data, self.event, self.id, self.retry, self.comment)
 
 
 def encode(
@@ -79,13 +76,41 @@ def encode(
     Raises ``ValueError`` for an ``event`` or ``id`` containing CR, LF or NUL and for a
     negative ``retry``; raises ``TypeError`` for data orjson cannot serialize.
     """
+    return _encode(data, event, id, retry, comment)
+
+
+def encode_event(event: Event, id: int) -> bytes:
+    """``event`` on the wire, with ``id`` unless it has an id of its own."""
+    return _encode(
+        event.data,
+        event.event,
+        event.id if event.id is not None else id,
+        event.retry,
+        event.comment,
+    )
+
+
+def _encode(
+    data: Any,
+    event: str | None,
+    id: str | int | None,
+    retry: int | None,
+    comment: str | None,
+) -> bytes:
+    # Called with positional arguments: a keyword call adds about a third to the cost of
+    # encoding the usual event.
+    if event is None and retry is None and comment is None:
+        if id is None:
+            return encode_data(data)
+        if type(id) is int:
+            return encode_id_data(id, data)
     head = b""
     if comment is not None:
         head = encode_comment(comment)[:-1]
     if event is not None:
-        head += b"event: " + _field("event", event) + b"\n"
+        head += b"event: %b\n" % _field("event", event)
     if id is not None:
-        head += b"id: " + (b"%d" % id if type(id) is int else _field("id", str(id))) + b"\n"
+        head += b"id: %d\n" % id if type(id) is int else b"id: %b\n" % _field("id", str(id))
     if retry is not None:
         if type(retry) is not int or retry < 0:
             raise ValueError(f"retry must be a non-negative int of milliseconds, not {retry!r}")
@@ -95,6 +120,8 @@ def encode(
 
 def encode_data(data: Any) -> bytes:
     """The ``data:`` lines of a payload, with the blank line that ends the event."""
+    if type(data) is dict:  # the usual item, tested first: no text tests for it
+        return b"data: " + orjson.dumps(data) + b"\n\n"
     if type(data) is str:
         payload = data.encode("utf-8")
     elif isinstance(data, _BINARY):
@@ -102,14 +129,16 @@ def encode_data(data: Any) -> bytes:
     else:
         # orjson's compact output never contains a line break, so it needs no splitting.
         return b"data: " + orjson.dumps(data) + b"\n\n"
-    if b"\n" in payload or b"\r" in payload:
+    # LF or CR: a byte value is found by memchr, a bytes needle is ten times slower.
+    if 10 in payload or 13 in payload:
         payload = b"\ndata: ".join(_LINE_BREAK.split(payload))
-    return b"data: " + payload + b"\n\n"
+    return b"data: %b\n\n" % payload
 
 
 def encode_id_data(id: int, data: Any) -> bytes:
     """``id:`` then ``data:``: the common case, kept to one allocation for JSON data."""
-    if type(data) is str or isinstance(data, _BINARY):
+    # A dict, the usual item, is tested first: no text tests for it.
+    if type(data) is not dict and (type(data) is str or isinstance(data, _BINARY)):
         return b"id: %d\n" % id + encode_data(data)
     return b"id: %d\ndata: %b\n\n" % (id, orjson.dumps(data))
 
@@ -123,6 +152,7 @@ def encode_comment(text: str) -> bytes:
 def _field(name: str, value: str) -> bytes:
     if type(value) is not str:
         raise TypeError(f"SSE {name} must be str, not {type(value).__name__}")
-    if _FORBIDDEN_IN_FIELD.search(value):
+    # Three substring tests take a tenth of a regex search's time.
+    if "\n" in value or "\r" in value or "\x00" in value:
         raise ValueError(f"SSE {name} must not contain CR, LF or NUL: {value!r}")
     return value.encode("utf-8")

@@ -30,8 +30,8 @@ import contextlib
 import logging
 import math
 import types
-from collections.abc import AsyncIterable, Awaitable, Generator
-from typing import Any
+from collections.abc import AsyncIterable, Awaitable, Callable, Generator, Sequence
+from typing import Any, cast
 
 import anyio
 
@@ -42,18 +42,20 @@ from .disconnect import new_event, timeout, watch
 from .errors import HTTPError, as_http_error, error_body, send_error
 from .options import StreamOptions
 from .producer import aclose, finish_step
-from .sse import DONE, HEARTBEAT, Event, encode, encode_data, encode_id_data
+from .sse import DONE, HEARTBEAT, Event, encode_data, encode_event, encode_id_data
 
 __all__ = ["FLUSH_BYTES", "EventStreamResponse"]
 
 FLUSH_BYTES = 64 * 1024
 """Coalesced events are sent once they reach this size, even if more are ready."""
 
-_CHECKPOINT_MASK = 63
-"""A producer that never waits lets the event loop run every 64 items."""
+_CHECKPOINT_EVERY = 64
+"""A producer that does not wait lets the event loop run every 64 items."""
 
 SHUTDOWN_SEND_TIMEOUT = 1.0
 """How long the final message may wait for a slow client once the server shuts down."""
+
+_NEVER = -math.inf  # one float for every stream, not one each
 
 logger = logging.getLogger("asgistream")
 
@@ -85,8 +87,12 @@ class EventStreamResponse:
         self.producer = producer
         self.options = options
         self.status = status
-        self.extra_headers = encode_headers(headers)
-        self.headers = _HEADERS + self.extra_headers if self.extra_headers else _HEADERS
+        # Pairs already encoded are kept as given (an endpoint passes its own list to every
+        # response), and the full list is made only as the stream starts: an open stream
+        # holds no header list of its own.
+        self.extra_headers: Sequence[tuple[bytes, bytes]] = (
+            () if headers is None else headers if type(headers) is list else encode_headers(headers)
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         stream = _Stream(self, send, receive)
@@ -173,7 +179,7 @@ class _Stream:
         # Whether a write runs; `last_write` is when the latest one began.
         self.sending = False
         # When the schedule last saw a write still running (it ended later than that).
-        self.seen_sending = -math.inf
+        self.seen_sending = _NEVER
         self.waiting_since: float | None = None
         scheduled = (
             options.heartbeat is not None
@@ -216,17 +222,23 @@ class _Stream:
         ``await``: it passes the waits on to the event loop as ``await`` would, and no
         object is made per event to drive the step.
         """
-        anext = self.iterator.__anext__
+        # Few locals: an idle stream keeps this frame, and a copy of it, for as long as it
+        # stays open.
+        anext: Callable[[], Generator[Any, Any, Any]]
+        if type(self.iterator) is types.AsyncGeneratorType:
+            # An async generator's step is itself the iterator to drive (no __await__ call).
+            anext = cast(Callable[[], Generator[Any, Any, Any]], self.iterator.__anext__)
+        else:
+            anext = _through_await(self.iterator.__anext__)
         buffer = self.buffer
-        options = self.options
-        ids = options.ids
-        limited = options.max_events is not None or options.max_bytes is not None
-        timed = options.idle_timeout is not None
-        clock = self.clock
+        ids = self.options.ids
+        limited = self.options.max_events is not None or self.options.max_bytes is not None
+        timed = self.options.idle_timeout is not None
         watch = self.watch
-        sleep = watch.sleep
+        count = 0
+        checkpoint = _CHECKPOINT_EVERY
         while True:
-            step = anext().__await__()
+            step = anext()
             try:
                 pending = step.send(None)
             except StopIteration as stop:
@@ -241,11 +253,13 @@ class _Stream:
                         if self.sending:
                             yield from self.take_turn().__await__()
                         try:
-                            yield from self.write().__await__()
+                            yield from self.write()
                         except OSError:
                             yield from self.lost().__await__()
                             raise
-                        self.wrote()
+                        self.sending = False
+                        if self.gate is not None:  # a heartbeat waits for its turn
+                            self.wrote()
                     except BaseException as exc:
                         # It is still suspended in its await: deliver the error there, so
                         # that it unwinds (its finally blocks run) before the error goes on.
@@ -253,7 +267,7 @@ class _Stream:
                             yield from finish_step(step, None, throw=exc)
                         raise
                 if timed:
-                    self.waiting_since = clock()
+                    self.waiting_since = self.clock()
                 try:
                     while True:
                         try:
@@ -277,44 +291,40 @@ class _Stream:
                 if watch.reason is not None:
                     # The producer caught its cancellation and went on: stop it here.
                     return
-            position = self.count
+                # The event loop just ran: the next checkpoint is due only after as many
+                # ready items again.
+                checkpoint = count + _CHECKPOINT_EVERY
+            position = count
             # Exactly Event: it is final, so no subclass can slip past this test.
             if type(item) is Event:
-                if ids and item.id is None:
-                    chunk = encode(
-                        item.data,
-                        event=item.event,
-                        id=position,
-                        retry=item.retry,
-                        comment=item.comment,
-                    )
-                else:
-                    chunk = item.encode()
+                chunk = encode_event(item, position) if ids else item.encode()
             elif ids:
                 chunk = encode_id_data(position, item)
             else:
                 chunk = encode_data(item)
             # While the producer waits, this frame keeps neither the item nor its bytes.
             item = pending = None
-            if limited and self.over_limit(len(chunk)):
+            if limited and self.over_limit(position, len(chunk)):
                 return
-            self.count = position + 1
+            count = self.count = position + 1
             buffer.append(chunk)
             self.size += len(chunk)
             chunk = b""
             if self.size >= FLUSH_BYTES:
                 yield from self.flush().__await__()
-            elif position & _CHECKPOINT_MASK != _CHECKPOINT_MASK:
+            elif position < checkpoint:
                 continue
             # A producer that never waits would otherwise starve the watcher (a disconnect
             # would go unnoticed), because uvicorn's send() does not yield while it drains.
-            yield from sleep(0).__await__()
+            checkpoint = position + _CHECKPOINT_EVERY
+            yield from watch.sleep(0).__await__()
 
-    def over_limit(self, size: int) -> bool:
-        """Whether one more event of ``size`` bytes would pass a limit (then it is the error)."""
+    def over_limit(self, count: int, size: int) -> bool:
+        """Whether one more event of ``size`` bytes, after ``count``, would pass a limit (then
+        it is the error)."""
         options = self.options
         max_events = options.max_events
-        if max_events is not None and self.count >= max_events:
+        if max_events is not None and count >= max_events:
             self.error = _limit_error(f"{max_events} events", "max_events")
             return True
         max_bytes = options.max_bytes
@@ -383,7 +393,7 @@ class _Stream:
         if self.sending:
             await self.take_turn()
         try:
-            await self.write()
+            await _awaiting(self.write())
         except OSError:
             await self.lost()
             raise
@@ -398,8 +408,9 @@ class _Stream:
                 self.gate = new_event()
             await self.gate.wait()
 
-    def write(self) -> Awaitable[None]:
-        """Begin sending the buffer as one message: the ``send`` to await.
+    def write(self) -> Generator[Any, Any, None]:
+        """Begin sending the buffer as one message: the iterator to ``yield from`` (a
+        generator-based coroutine's ``await``) until the ``send`` is done.
 
         After it, :meth:`wrote`; if it raises ``OSError``, :meth:`lost` first.
         """
@@ -410,9 +421,11 @@ class _Stream:
         self.sending = True
         self.last_write = self.clock()
         message = {"type": "http.response.body", "body": body, "more_body": True}
-        if not self.started:
-            return self.start(message)
-        return self.send(message)
+        sent = self.send(message) if self.started else self.start(message)
+        # A coroutine (what servers' send is) is its own iterator: no __await__() wrapper.
+        if type(sent) is types.CoroutineType:
+            return sent  # type: ignore[return-value]
+        return sent.__await__()
 
     def wrote(self) -> None:
         """A write ended: a write waiting for its turn may begin."""
@@ -431,8 +444,10 @@ class _Stream:
         """Send the status line and headers, then ``first`` if given."""
         self.started = True
         response = self.response
+        extra = response.extra_headers
+        headers = [*_HEADERS, *extra] if extra else _HEADERS
         await self.send(
-            {"type": "http.response.start", "status": response.status, "headers": response.headers}
+            {"type": "http.response.start", "status": response.status, "headers": headers}
         )
         if first is not None:
             await self.send(first)
@@ -463,6 +478,19 @@ class _Stream:
     def shutdown(self) -> None:
         """End the producer and tell the client the server is shutting down."""
         self.watch.stop("shutdown")
+
+
+@types.coroutine
+def _awaiting(iterator: Generator[Any, Any, None]) -> Generator[Any, Any, None]:
+    """``iterator`` as an awaitable, for an ``async def`` to await."""
+    yield from iterator
+
+
+def _through_await(anext: Callable[[], Awaitable[Any]]) -> Callable[[], Generator[Any, Any, Any]]:
+    def step() -> Generator[Any, Any, Any]:
+        return anext().__await__()
+
+    return step
 
 
 def _stopped(reason: str) -> HTTPError:

@@ -13,7 +13,9 @@ import pytest
 from asgistream import (
     BatchOptions,
     BatchResponse,
+    DualEndpoint,
     Event,
+    Request,
     as_list,
     joined_text,
     last_item,
@@ -161,3 +163,66 @@ async def test_a_producer_that_waits_in_its_own_cancel_scope() -> None:
     client = FakeClient()
     await BatchResponse(producer())({"type": "http"}, client.receive, client.send)
     assert orjson.loads(client.body) == {"items": [1, 2]}
+
+
+class _Iterator:
+    """An async iterator that is not a generator, with an ``aclose`` of its own."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+        self.closed = 0
+
+    def __aiter__(self) -> _Iterator:
+        return self
+
+    async def __anext__(self) -> int:
+        if not self.left:
+            raise StopAsyncIteration
+        self.left -= 1
+        return self.left
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
+async def test_the_producer_is_closed_however_the_batch_ends() -> None:
+    # An iterator that is not a generator is closed even when it ended by itself.
+    ended = _Iterator(3)
+    client = FakeClient()
+    await BatchResponse(ended)({"type": "http"}, client.receive, client.send)
+    assert orjson.loads(client.body) == {"items": [2, 1, 0]} and ended.closed == 1
+
+    # A generator stopped by a limit, in its first block or a later one, runs its finally.
+    async def endless(closed: list[bool]) -> AsyncIterator[int]:
+        try:
+            while True:
+                yield 1
+        finally:
+            closed.append(True)
+
+    for limit in (5, 2000):
+        closed: list[bool] = []
+        client = FakeClient()
+        await BatchResponse(endless(closed), BatchOptions(max_items=limit))(
+            {"type": "http"}, client.receive, client.send
+        )
+        assert client.status == 400 and closed == [True]
+        assert orjson.loads(client.body)["error"]["type"] == "batch_too_large"
+
+
+async def test_an_endpoints_headers_are_the_same_on_every_batch_answer() -> None:
+    async def producer(request: Request) -> AsyncIterator[int]:
+        yield 1
+
+    endpoint = DualEndpoint(producer, headers={"x-kind": "k"})
+    scope = {"type": "http", "method": "GET", "headers": [], "query_string": b""}
+    for _ in range(2):  # a caller that changes what it was sent changes nothing here
+        client = FakeClient()
+        await endpoint(dict(scope), client.receive, client.send)
+        assert client.start["headers"] == [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"13"),
+            (b"x-kind", b"k"),
+            (b"vary", b"Accept"),
+        ]
+        client.start["headers"].append((b"x-added", b"1"))

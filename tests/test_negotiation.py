@@ -687,7 +687,15 @@ def test_a_negotiator_remembers_short_values_only() -> None:
     long = b"text/event-stream;q=0.5, " + b"x" * 600
     assert negotiator(http_scope(b"", (b"accept", long))) is S
     assert negotiator(http_scope(b"", (b"accept", b"text/event-stream;q=0.5"))) is S
-    assert list(negotiator._decisions) == ["text/event-stream;q=0.5"]
+    assert list(negotiator._decisions) == [b"text/event-stream;q=0.5"]
+
+
+def test_a_negotiator_takes_accept_lines_as_bytes_or_bytearray() -> None:
+    negotiator = Negotiator()
+    lines = [(b"Accept", bytearray(b"text/event-stream")), (b"accept", b"application/json;q=0.5")]
+    for _ in range(2):  # weighed, then remembered under the same key
+        assert negotiator(http_scope(b"", *lines)) is S
+    assert list(negotiator._decisions) == [b"text/event-stream,application/json;q=0.5"]
 
 
 def test_a_negotiator_needs_a_mode() -> None:

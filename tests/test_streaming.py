@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 
 import anyio
 import anyio.lowlevel
 import pytest
 
 from asgistream import Event, EventStreamResponse, HTTPError, StreamOptions
+from asgistream._types import Message
 from asgistream.streaming import FLUSH_BYTES, _Stream
 from tests.helpers import FakeClient
 
@@ -55,6 +56,45 @@ async def test_a_lone_item_goes_out_while_the_producer_waits() -> None:
         b"id: 1\ndata: b\n\n",
         b"id: 2\ndata: c\n\n",
     ]
+
+
+class _Countdown:
+    """An async iterator that is not an async generator: its steps are coroutines."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __aiter__(self) -> _Countdown:
+        return self
+
+    async def __anext__(self) -> int:
+        if self.n == 0:
+            raise StopAsyncIteration
+        self.n -= 1
+        if self.n % 2:
+            await anyio.sleep(0.001)  # every other item after a wait
+        return self.n
+
+
+class _Sent:
+    """What a server's ``send`` may return instead of a coroutine: any awaitable."""
+
+    def __await__(self) -> Generator[None, None, None]:
+        yield from ()
+
+
+async def test_any_async_iterator_and_any_awaitable_send() -> None:
+    client = FakeClient()
+
+    def send(message: Message) -> _Sent:
+        client.messages.append(dict(message))
+        return _Sent()
+
+    response = EventStreamResponse(_Countdown(5), StreamOptions(ids=False))
+    await response({"type": "http"}, client.receive, send)
+    assert b"".join(client.bodies) == b"".join(b"data: %d\n\n" % n for n in (4, 3, 2, 1, 0))
+    # The items that came after a wait went out alone, the ones ready at once together.
+    assert len([b for b in client.bodies if b]) < 5
 
 
 async def test_large_bursts_are_cut_at_flush_bytes() -> None:

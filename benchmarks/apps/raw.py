@@ -1,8 +1,9 @@
 """A hand-written ASGI app: one ``send`` per event, orjson, nothing else.
 
 It is the ceiling of what the server allows, not a correct app: its throughput paths never
-watch for a disconnect. The disconnect paths (``/paced`` and ``/items`` with ``run``) do,
-with the plainest watcher a hand-written app would use.
+watch for a disconnect. The paths whose producer waits (``/paced``, ``/idle``) and the
+disconnect path (``/items`` with ``run``) do, with the plainest watcher a hand-written app
+would use: without it a producer that waits would outlive its client.
 """
 
 from __future__ import annotations
@@ -60,10 +61,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         )
         await _watched(source, receive, send)
     elif path == "/idle":
-        await send(_SSE_START)
-        await send(_event(0, common.item(0)))
-        while (await receive())["type"] != "http.disconnect":
-            pass
+        await _watched(common.idle(), receive, send)
     elif path == "/tokens":
         await send(_SSE_START)
         async for token in common.tokens(int(query.get("n", 20)), float(query.get("delay", 0.05))):
@@ -99,17 +97,21 @@ async def _stream(source: AsyncGenerator[Any, None], send: Send) -> None:
 
 
 async def _watched(source: AsyncGenerator[Any, None], receive: Receive, send: Send) -> None:
-    """Stream ``source`` until it ends or the client leaves, whichever comes first."""
-
-    async def watch() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-
-    producer = asyncio.ensure_future(_stream(source, send))
-    watcher = asyncio.ensure_future(watch())
+    """Stream ``source`` in this task until it ends or the client leaves, whichever comes
+    first: one watcher task reads ``receive()`` and cancels this one on a disconnect."""
+    watcher = asyncio.ensure_future(_watch(receive, asyncio.current_task()))
     try:
-        await asyncio.wait((producer, watcher), return_when=asyncio.FIRST_COMPLETED)
+        await _stream(source, send)
+    except asyncio.CancelledError:
+        if not watcher.done():  # not the watcher's doing: someone else cancelled us
+            raise
     finally:
-        for task in (producer, watcher):
-            task.cancel()
-        await asyncio.gather(producer, watcher, return_exceptions=True)
+        watcher.cancel()
+        await asyncio.wait((watcher,))
+
+
+async def _watch(receive: Receive, task: asyncio.Task[Any] | None) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    if task is not None:
+        task.cancel()
