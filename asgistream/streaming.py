@@ -144,6 +144,7 @@ class _Stream:
         "count",
         "error",
         "gate",
+        "held",
         "iterator",
         "last_write",
         "options",
@@ -165,6 +166,9 @@ class _Stream:
         self.send = send
         self.iterator = response.producer.__aiter__()
         self.buffer: list[bytes] = []
+        # The latest event, kept out of the buffer until the next step says whether more
+        # are ready: a lone event then goes out as it is, with no list to join.
+        self.held = b""
         if options.retry is not None:
             self.buffer.append(b"retry: %d\n\n" % options.retry)
         self.size = 0
@@ -217,7 +221,8 @@ class _Stream:
         """Move items from the producer to the client until the producer ends.
 
         It drives each ``__anext__()`` step itself, to learn whether an item is ready now
-        (it joins the buffer) or the producer is about to wait (the buffer goes out first).
+        (the latest event joins the buffer) or the producer is about to wait (what is
+        buffered and the latest event go out first).
         A generator-based coroutine, so that while the producer waits it is the producer's
         ``await``: it passes the waits on to the event loop as ``await`` would, and no
         object is made per event to drive the step.
@@ -242,13 +247,19 @@ class _Stream:
             try:
                 pending = step.send(None)
             except StopIteration as stop:
-                item = stop.value  # ready now
+                item = stop.value  # ready now: the latest event waits for it in the buffer
+                if self.held:
+                    buffer.append(self.held)
+                    self.size += len(self.held)
+                    self.held = b""
+                    if self.size >= FLUSH_BYTES:
+                        yield from self.flush().__await__()
             except StopAsyncIteration:
                 return
             else:
                 # The producer waits: send what is ready, then wait with it. flush() inlined,
                 # to make no coroutine per event; if the send raises, the stream ends.
-                if buffer:
+                if self.held or buffer:
                     try:
                         if self.sending:
                             yield from self.take_turn().__await__()
@@ -307,12 +318,9 @@ class _Stream:
             if limited and self.over_limit(position, len(chunk)):
                 return
             count = self.count = position + 1
-            buffer.append(chunk)
-            self.size += len(chunk)
+            self.held = chunk
             chunk = b""
-            if self.size >= FLUSH_BYTES:
-                yield from self.flush().__await__()
-            elif position < checkpoint:
+            if position < checkpoint:
                 continue
             # A producer that never waits would otherwise starve the watcher (a disconnect
             # would go unnoticed), because uvicorn's send() does not yield while it drains.
@@ -415,8 +423,15 @@ class _Stream:
         After it, :meth:`wrote`; if it raises ``OSError``, :meth:`lost` first.
         """
         buffer = self.buffer
-        body = b"".join(buffer)
-        buffer.clear()
+        held = self.held
+        if buffer:
+            if held:
+                buffer.append(held)
+            body = b"".join(buffer)
+            buffer.clear()
+        else:
+            body = held
+        self.held = b""
         self.size = 0
         self.sending = True
         self.last_write = self.clock()
@@ -461,6 +476,8 @@ class _Stream:
                 await send_error(self.send, error, self.response.extra_headers)
             return
         tail = self.buffer
+        if self.held:
+            tail.append(self.held)
         if error is not None:
             tail.append(_error_event(error, self.raised))
         elif self.options.done:
