@@ -241,7 +241,7 @@ class _Stream:
         timed = self.options.idle_timeout is not None
         watch = self.watch
         count = 0
-        checkpoint = _CHECKPOINT_EVERY
+        waited_at = 0  # the count when the producer last waited (the event loop ran then)
         while True:
             step = anext()
             try:
@@ -302,9 +302,7 @@ class _Stream:
                 if watch.reason is not None:
                     # The producer caught its cancellation and went on: stop it here.
                     return
-                # The event loop just ran: the next checkpoint is due only after as many
-                # ready items again.
-                checkpoint = count + _CHECKPOINT_EVERY
+                waited_at = count
             position = count
             # Exactly Event: it is final, so no subclass can slip past this test.
             if type(item) is Event:
@@ -320,11 +318,11 @@ class _Stream:
             count = self.count = position + 1
             self.held = chunk
             chunk = b""
-            if position < checkpoint:
+            if position - waited_at < _CHECKPOINT_EVERY:  # small ints: nothing allocated
                 continue
             # A producer that never waits would otherwise starve the watcher (a disconnect
             # would go unnoticed), because uvicorn's send() does not yield while it drains.
-            checkpoint = position + _CHECKPOINT_EVERY
+            waited_at = position
             yield from watch.sleep(0).__await__()
 
     def over_limit(self, count: int, size: int) -> bool:
