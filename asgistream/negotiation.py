@@ -107,7 +107,8 @@ def negotiate_scope(
     stored = scope.get(SCOPE_KEY)
     if isinstance(stored, Mode) and stored in available:
         return stored
-    accept = _accept_header(scope)
+    header = _accept_header(scope)
+    accept = None if header is None else header.decode("latin-1")
     mode = negotiate(scope.get("query_string", b""), accept, default=default, available=available)
     scope[SCOPE_KEY] = mode
     return mode
@@ -159,15 +160,10 @@ class Negotiator:
 
     def _by_accept(self, scope: Scope) -> Mode:
         # The header's bytes are the key, as they come: most requests are then decided
-        # without decoding anything or building a list.
-        header: bytes | None = None
-        for name, value in scope.get("headers", ()):
-            if name == b"accept" or (len(name) == 6 and name.lower() == b"accept"):
-                header = value if header is None else header + b"," + value
+        # without decoding anything.
+        header = _accept_header(scope)
         if header is None:
             return self._fallback
-        if type(header) is not bytes:  # a bytearray from some middleware: not hashable
-            header = bytes(header)
         decisions = self._decisions
         try:
             decision = decisions[header]
@@ -188,16 +184,16 @@ class Negotiator:
             return None
 
 
-def _accept_header(scope: Scope) -> list[str] | None:
-    """The request's ``Accept`` values, one per header line; ``None`` if it has none."""
-    accept: list[str] | None = None
+def _accept_header(scope: Scope) -> bytes | None:
+    """The request's ``Accept`` header as it came, several lines joined by commas (one
+    comma-separated list, as RFC 9110 combines them); ``None`` if it has none."""
+    header: bytes | None = None
     for name, value in scope.get("headers", ()):
         if name == b"accept" or (len(name) == 6 and name.lower() == b"accept"):
-            if accept is None:
-                accept = [value.decode("latin-1")]
-            else:
-                accept.append(value.decode("latin-1"))
-    return accept
+            header = value if header is None else header + b"," + value
+    if header is not None and type(header) is not bytes:
+        header = bytes(header)  # a bytearray from some middleware: not hashable
+    return header
 
 
 def get_mode(scope: Scope) -> Mode | None:
